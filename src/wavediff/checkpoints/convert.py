@@ -1,0 +1,72 @@
+"""Load the authors' released generators and write them in our format."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from ..config import ExperimentConfig
+from ..errors import ConfigError
+from ..presets import get_preset
+from .io import load_generator_checkpoint, load_state_strict, save_generator
+from .official import official_args_to_config, read_official_state_dict, require_ch_mult
+
+OfficialArgs = Mapping[str, Any] | str | os.PathLike
+
+
+def resolve_official_config(preset: str | None = None, official_args: OfficialArgs | None = None) -> ExperimentConfig:
+    """The config of a released checkpoint, from a preset name or the authors' arguments (exactly one)."""
+    if (preset is None) == (official_args is None):
+        raise ConfigError("give exactly one of --preset NAME or --official-args ARGS.json to describe the "
+                          "authors' checkpoint")
+    cfg = get_preset(preset) if preset is not None else official_args_to_config(official_args)
+    require_ch_mult(cfg)
+    return cfg
+
+
+def load_official_generator_with_config(path: str | os.PathLike, cfg: ExperimentConfig,
+                                        device: torch.device | str = "cpu") -> nn.Module:
+    from ..models.generator import build_generator
+    from .official_generator import convert_generator_state
+
+    state = convert_generator_state(read_official_state_dict(path, part="G"), cfg.generator)
+    generator = build_generator(cfg.generator)
+    load_state_strict(generator, state, str(path))
+    generator.eval().requires_grad_(False)
+    generator.config = cfg
+    return generator.to(device)
+
+
+def load_official_generator(path: str | os.PathLike, official_args: OfficialArgs,
+                            device: torch.device | str = "cpu") -> nn.Module:
+    """The authors' generator (`netG_<epoch>.pth` or `content.pth`) as our module, eval mode.
+
+    It takes and returns canonical band order whatever order it was trained with.
+    """
+    return load_official_generator_with_config(path, resolve_official_config(official_args=official_args), device)
+
+
+def convert_official_checkpoint(path: str | os.PathLike, out: str | os.PathLike, *, preset: str | None = None,
+                                official_args: OfficialArgs | None = None) -> tuple[Path, ExperimentConfig, int]:
+    """Convert a released generator into our self-describing safetensors file."""
+    cfg = resolve_official_config(preset, official_args)
+    generator = load_official_generator_with_config(path, cfg)
+    n_params = sum(p.numel() for p in generator.parameters())
+    out = save_generator(out, generator, cfg, meta={"converted_from": Path(path).name})
+    return out, cfg, n_params
+
+
+def load_any_generator(path: str | os.PathLike, *, preset: str | None = None, official_args: OfficialArgs | None = None,
+                       device: torch.device | str = "cpu") -> tuple[nn.Module, ExperimentConfig]:
+    """Our .safetensors checkpoint, or the authors' .pth when a preset or their arguments describe it."""
+    if str(path).endswith(".safetensors") and preset is None and official_args is None:
+        ckpt = load_generator_checkpoint(path, device)
+        return ckpt.generator, ckpt.config
+    if preset is None and official_args is None:
+        raise ConfigError(f"{path} looks like the authors' checkpoint: add --preset NAME or --official-args "
+                          f"ARGS.json (or convert it once with `wavediff convert-official`)")
+    cfg = resolve_official_config(preset, official_args)
+    return load_official_generator_with_config(path, cfg, device), cfg

@@ -1,0 +1,129 @@
+"""Our checkpoint format and safe file writing.
+
+A generator checkpoint is one `.safetensors` file: the weights, plus metadata
+holding the resolved `ExperimentConfig` as JSON, so the file alone rebuilds the
+model (`load_generator`). safetensors cannot execute code when read.
+Every write goes to a temporary file in the same folder, is fsynced, then
+renamed over the target: a crash never leaves a half-written checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..config import ExperimentConfig
+from ..errors import CheckpointError, WaveDiffError
+
+FORMAT = "wavediff-generator"
+FORMAT_VERSION = "1"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call `write(tmp_path)`, fsync, then rename onto `path` (same folder, so the rename is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """`torch.save` through `atomic_write` (for training states)."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_generator(path: str | os.PathLike, generator: nn.Module, cfg: ExperimentConfig,
+                   meta: dict[str, str] | None = None) -> Path:
+    """Write the generator's weights and the resolved config as one safetensors file."""
+    from safetensors.torch import save_file
+
+    module = getattr(generator, "module", generator)  # unwrap DDP
+    module = getattr(module, "_orig_mod", module)  # unwrap torch.compile
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_json()}
+    metadata.update({k: str(v) for k, v in (meta or {}).items()})
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+@dataclass
+class GeneratorCheckpoint:
+    generator: nn.Module
+    config: ExperimentConfig
+    meta: dict[str, str]
+
+
+def read_generator_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ExperimentConfig, dict]:
+    """Tensors, config and metadata of one of our generator files; clear errors for anything else."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; pass a .safetensors file written by "
+                              f"`wavediff train` or `wavediff convert-official`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        hint = ("for the authors' netG_<epoch>.pth run `wavediff convert-official` first"
+                if path.suffix in (".pth", ".pt") else "it may be truncated: copy or download it again")
+        raise CheckpointError(f"{path} is not a readable safetensors file ({str(e)[:120]}); {hint}") from None
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{path} is a safetensors file but not a wavediff generator (no embedded config); "
+                              f"convert the authors' checkpoints with `wavediff convert-official`")
+    try:
+        cfg = ExperimentConfig.from_dict(json.loads(meta.pop("config")))
+    except (json.JSONDecodeError, WaveDiffError) as e:
+        raise CheckpointError(f"{path} has an unreadable embedded config ({e}); re-export the checkpoint") from None
+    return tensors, cfg, meta
+
+
+def load_generator_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> GeneratorCheckpoint:
+    """Rebuild the generator of one of our checkpoints, in eval mode, with its config."""
+    from ..models.generator import build_generator
+
+    tensors, cfg, meta = read_generator_file(path)
+    generator = build_generator(cfg.generator)
+    load_state_strict(generator, tensors, f"{path}")
+    generator.eval().requires_grad_(False)
+    return GeneratorCheckpoint(generator.to(device), cfg, meta)
+
+
+def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> nn.Module:
+    """The generator of one of our checkpoints, in eval mode (`G(x, t, z)`); its config is `G.config`."""
+    ckpt = load_generator_checkpoint(path, device)
+    ckpt.generator.config = ckpt.config
+    return ckpt.generator
+
+
+def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Load a state dict requiring every key and shape to match, with a one-line error otherwise."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in tensors]
+    unexpected = [k for k in tensors if k not in own]
+    wrong = [(k, tuple(tensors[k].shape), tuple(v.shape)) for k, v in own.items()
+             if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        first = (f"shape of {wrong[0][0]} is {wrong[0][1]}, the config expects {wrong[0][2]}" if wrong else
+                 f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
+        raise CheckpointError(f"{what} does not match its config ({len(missing)} missing, {len(unexpected)} "
+                              f"unexpected, {len(wrong)} wrong shapes; first: {first}); the file was written "
+                              f"for a different model: check the preset or arguments")
+    module.load_state_dict(tensors, strict=True)

@@ -1,0 +1,53 @@
+"""`wavediff bench`: time the sampler with the paper's protocol.
+
+Timed region, as in the paper: all T generator calls with posterior sampling,
+the x2 and the inverse wavelet transform, for one batch (100 images; 25 at 512
+and 1024 px). 10 warm-up runs, then 300 timed runs (CUDA events on a GPU).
+"""
+from __future__ import annotations
+
+
+def add_arguments(p):
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("checkpoint", nargs="?", help="a checkpoint (ours, or the authors' with --official-args)")
+    src.add_argument("--preset", help="time a preset's architecture with random weights (speed does not "
+                                      "depend on the weights)")
+    p.add_argument("--official-args", metavar="ARGS.json", help="for the authors' .pth")
+    p.add_argument("--batch", type=int, help="batch size (default: the paper's, 100, or 25 at >= 512 px)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=300)
+    p.add_argument("--device", default=None, help="default: cuda when available")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+
+
+def run(args) -> int:
+    import torch
+
+    from ..errors import ConfigError
+    from ..timing import time_sampler
+
+    if args.runs < 1 or args.warmup < 0:
+        raise ConfigError("--runs must be >= 1 and --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.preset:
+        from ..models.generator import build_generator
+        from ..presets import get_preset
+
+        cfg = get_preset(args.preset)
+        generator = build_generator(cfg.generator).to(device).eval().requires_grad_(False)
+        source = f"preset {args.preset} (random weights)"
+    else:
+        from ..checkpoints.convert import load_any_generator
+
+        generator, cfg = load_any_generator(args.checkpoint, official_args=args.official_args, device=device)
+        source = args.checkpoint
+    batch = args.batch or (25 if cfg.image_size >= 512 else 100)
+    result = time_sampler(generator, cfg, batch, device, args.precision, args.warmup, args.runs)
+    print(f"model      {source}: {cfg.image_size}px {cfg.space}, T={cfg.diffusion.num_timesteps}")
+    print(f"setting    batch {batch}, {args.precision}, device {result['device']}, torch {torch.__version__}, "
+          f"{args.warmup} warm-up + {args.runs} timed runs ({result['clock']})")
+    print(f"time/batch {result['mean']:.4f} s +- {result['std']:.4f} s  ({batch / result['mean']:.1f} images/s)")
+    return 0

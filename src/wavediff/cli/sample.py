@@ -1,0 +1,101 @@
+"""`wavediff sample`: images from a checkpoint into a folder, an .npz, or one grid PNG."""
+from __future__ import annotations
+
+import os
+
+
+def add_arguments(p):
+    p.add_argument("checkpoint", help="our .safetensors checkpoint, or the authors' .pth with --preset/--official-args")
+    p.add_argument("--n", type=int, help="number of samples (seeds 0..n-1 unless --seeds)")
+    p.add_argument("--seeds", help="seed list, e.g. 0-49999 or 1,5,7-9; sample i depends only on seed i")
+    p.add_argument("--batch", type=int, default=64, help="batch size (does not change the images)")
+    p.add_argument("--out", required=True, help="a folder (PNG per sample), FILE.npz (uint8 images), or GRID.png")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--preset", help="for the authors' .pth: the paper preset it belongs to")
+    p.add_argument("--official-args", metavar="ARGS.json", help="for the authors' .pth: their training arguments")
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from ..checkpoints.convert import load_any_generator
+    from ..checkpoints.io import atomic_write
+    from ..errors import ConfigError
+    from ..sampling import generate, parse_seeds
+    from .dist import split_for_this_process
+
+    if args.seeds:
+        seeds = parse_seeds(args.seeds)
+        if args.n is not None and args.n != len(seeds):
+            raise ConfigError(f"--n {args.n} disagrees with --seeds ({len(seeds)} seeds); give one of them")
+    elif args.n:
+        seeds = list(range(args.n))
+    else:
+        raise ConfigError("say how many samples: --n N or --seeds A-B")
+    if args.batch < 1:
+        raise ConfigError("--batch must be >= 1")
+    out = args.out
+    grid = out.lower().endswith(".png")
+    npz = out.lower().endswith(".npz")
+    rank, world, device = split_for_this_process(args.device)
+    if world > 1 and (grid or npz):
+        raise ConfigError("with several processes write to a folder (--out DIR), not one file")
+    my_seeds = seeds[rank::world]
+    generator, cfg = load_any_generator(args.checkpoint, preset=args.preset, official_args=args.official_args,
+                                        device=device)
+    chunks = []
+    bar = tqdm(total=len(my_seeds), unit="img", desc="sampling", disable=rank != 0)
+    done = 0
+    for batch in generate(generator, my_seeds, args.batch, cfg, device, args.precision):
+        if grid or npz:
+            chunks.append(batch)
+        else:
+            _write_pngs(out, my_seeds[done:done + len(batch)], batch)
+        done += len(batch)
+        bar.update(len(batch))
+    bar.close()
+    if npz:
+        images = np.concatenate(chunks)
+        atomic_write(out, lambda tmp: _savez(tmp, images=images, seeds=np.asarray(seeds)))
+    elif grid:
+        _write_grid(out, np.concatenate(chunks))
+    if rank == 0:
+        print(f"wrote {len(seeds)} samples ({cfg.image_size}px, T={cfg.diffusion.num_timesteps}, "
+              f"{args.precision}, {device}) to {out}")
+    return 0
+
+
+def _write_pngs(folder: str, seeds, batch) -> None:
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    for seed, img in zip(seeds, batch):
+        Image.fromarray(img).save(os.path.join(folder, f"seed{seed:06d}.png"))
+
+
+def _savez(path: str, **arrays) -> None:
+    import numpy as np
+
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+        np.savez(f, **arrays)
+
+
+def _write_grid(path: str, images) -> None:
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    from ..checkpoints.io import atomic_write
+
+    n, h, w, _ = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+    atomic_write(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG"))

@@ -1,0 +1,97 @@
+"""Sampling: seeds -> images. Sample i depends only on seed i.
+
+Each sample draws its initial noise, its latents z and its posterior noise from
+its own `torch.Generator` seeded with its seed, so splitting the seeds across
+batches, processes or GPUs gives identical images.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .config import ExperimentConfig
+from .diffusion import VPDiffusion, randn
+from .errors import ConfigError
+from .wavelets import wavelet_to_image
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for `precision` ("fp32" is a no-op)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-99' -> 0..99 inclusive; '1,5,7-9' -> [1, 5, 7, 8, 9]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else part[1:].split("-", 1)
+                lo_i, hi_i = int(lo), int(hi)
+                if hi_i < lo_i:
+                    raise ValueError
+                seeds.extend(range(lo_i, hi_i + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError(f"bad seed list {text!r}; write e.g. 0-49999 or 1,5,7-9") from None
+    if not seeds:
+        raise ConfigError(f"empty seed list {text!r}")
+    return seeds
+
+
+@torch.no_grad()
+def sample(generator: nn.Module, seeds: Iterable[int], config: ExperimentConfig | None = None,
+           device: torch.device | str | None = None, precision: str = "fp32") -> torch.Tensor:
+    """Images [N, 3, S, S] in [-1, 1] for the given seeds (one batch), from `generator`.
+
+    `config` defaults to `generator.config` (set by the loaders).
+    """
+    cfg = config or getattr(generator, "config", None)
+    if cfg is None:
+        raise ConfigError("sample() needs the experiment config: pass config= or load the generator with "
+                          "wavediff.load_generator")
+    device = torch.device(device) if device is not None else next(generator.parameters()).device
+    seeds = list(seeds)
+    gens = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+    diffusion = VPDiffusion(cfg.diffusion, device)
+    x_T = randn((len(seeds), cfg.data_channels, cfg.data_resolution, cfg.data_resolution), gens, device)
+    with autocast(device, precision):
+        x0 = diffusion.sample(generator, x_T, cfg.generator.nz, gens)
+    x0 = x0.float()
+    return wavelet_to_image(x0) if cfg.space == "wavelet" else x0.clamp(-1.0, 1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] images [N, 3, H, W] -> uint8 [N, H, W, 3] (as torchvision's save_image rounds)."""
+    x = ((images + 1) * 0.5 * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def generate(generator: nn.Module, seeds: Sequence[int], batch_size: int, config: ExperimentConfig | None = None,
+             device: torch.device | str | None = None, precision: str = "fp32") -> Iterator[np.ndarray]:
+    """uint8 batches [b, H, W, 3] for `seeds`, in order."""
+    for i in range(0, len(seeds), batch_size):
+        yield to_uint8(sample(generator, seeds[i:i + batch_size], config, device, precision))
+
+
+def generate_uint8(checkpoint: str, seeds: Sequence[int], batch_size: int = 100, device: str | None = None,
+                   precision: str = "fp32", *, preset: str | None = None,
+                   official_args=None) -> Iterator[np.ndarray]:
+    """Load a checkpoint (ours, or the authors' with preset/official_args) and yield uint8 batches."""
+    from .checkpoints.convert import load_any_generator
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    generator, cfg = load_any_generator(checkpoint, preset=preset, official_args=official_args, device=dev)
+    yield from generate(generator, list(seeds), batch_size, cfg, dev, precision)

@@ -1,0 +1,56 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wavediff.models.fir import (FIRConv2d, conv_downsample_2d, downsample_2d, make_kernel, upfirdn2d,
+                                 upsample_2d)
+
+
+def naive_upfirdn2d(x, k, up, down, pad):
+    """Definition: zero-insert, pad (negative = crop), correlate with the flipped kernel, subsample."""
+    b, c, h, w = x.shape
+    z = torch.zeros(b, c, h * up, w * up, dtype=x.dtype)
+    z[:, :, ::up, ::up] = x
+    z = F.pad(z, [pad[0], pad[1], pad[0], pad[1]])
+    kf = torch.flip(k, [0, 1])
+    kh, kw = k.shape
+    out = torch.zeros(b, c, z.shape[2] - kh + 1, z.shape[3] - kw + 1, dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out += kf[i, j] * z[:, :, i:i + out.shape[2], j:j + out.shape[3]]
+    return out[:, :, ::down, ::down]
+
+
+@pytest.mark.parametrize("up,down,pad,ks", [(2, 1, (2, 1), 4), (1, 2, (1, 1), 4), (1, 1, (3, 3), 4),
+                                            (2, 1, (3, 2), 4), (1, 2, (2, 2), 3), (2, 2, (1, 1), 4),
+                                            (1, 1, (-1, -1), 2)])
+def test_upfirdn2d_matches_definition(up, down, pad, ks):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    k = torch.rand(ks, ks, dtype=torch.float64)
+    torch.testing.assert_close(upfirdn2d(x, k, up, down, pad), naive_upfirdn2d(x, k, up, down, pad))
+
+
+def test_resampling_preserves_constants_and_shapes():
+    x = torch.full((1, 2, 8, 8), 3.0)
+    assert downsample_2d(x).shape == (1, 2, 4, 4)
+    assert upsample_2d(x).shape == (1, 2, 16, 16)
+    torch.testing.assert_close(downsample_2d(x)[..., 1:-1, 1:-1], torch.full((1, 2, 2, 2), 3.0))
+    torch.testing.assert_close(upsample_2d(x)[..., 2:-2, 2:-2], torch.full((1, 2, 12, 12), 3.0))
+    assert make_kernel([1, 3, 3, 1]).sum().item() == pytest.approx(1.0)
+
+
+def test_fused_down_conv_equals_filter_then_strided_conv():
+    x, w = torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.randn(5, 4, 3, 3, dtype=torch.float64)
+    k = make_kernel([1, 3, 3, 1]).double()
+    expected = F.conv2d(upfirdn2d(x, k, pad=(2, 2)), w, stride=2)
+    torch.testing.assert_close(conv_downsample_2d(x, w), expected)
+
+
+def test_fir_conv_module_shapes():
+    x = torch.randn(2, 4, 8, 8)
+    assert FIRConv2d(4, 6, 3)(x).shape == (2, 6, 8, 8)
+    assert FIRConv2d(4, 6, 3, down=True)(x).shape == (2, 6, 4, 4)
+    assert FIRConv2d(4, 6, 3, up=True)(x).shape == (2, 6, 16, 16)
+    with pytest.raises(ValueError):
+        FIRConv2d(4, 6, 2)
