@@ -1,0 +1,47 @@
+"""The common dataset shape: `load(i)` reads raw pixels, the transform makes the tensor."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+from .transforms import ImageTransform
+
+
+class ImageDataset(Dataset):
+    """Unlabelled images as float32 [3, S, S] tensors in [-1, 1].
+
+    Subclasses implement `load(index)` returning a PIL image or a uint8
+    [H, W, 3] array; `limit > 0` keeps only the first `limit` items.
+    """
+
+    def __init__(self, transform: ImageTransform, length: int, limit: int = 0):
+        self.transform = transform
+        self._length = min(length, limit) if limit > 0 else length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(f"index {index} out of range for a dataset of {self._length} images")
+        return self.transform(self.load(index))
+
+    def load(self, index: int) -> Image.Image | np.ndarray:
+        raise NotImplementedError
+
+
+def require_path(path: str, dataset: str, expected: str) -> Path:
+    """`path` as an existing Path, or a DataError saying what to pass."""
+    if not path:
+        raise DataError(f"dataset {dataset!r} needs a data path; pass --data (data.path=...) pointing to {expected}")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"data path '{p}' does not exist; pass --data (data.path=...) pointing to {expected}")
+    return p
