@@ -109,8 +109,10 @@ def official_args_to_config(official_args: Mapping[str, Any] | str | os.PathLike
         use_fbn=not a["no_use_fbn"], use_residual=not a["no_use_residual"], band_order=band_order)
     dataset = str(a["dataset"])
     small = dataset in SMALL_D_DATASETS
-    # train_ddgan.py does not pass num_layers: the classes' defaults apply (small 4, large 6).
-    d_layers = (4 if small else 6) if pixel else int(a["num_disc_layers"])
+    # The authors' classes cap the block count (small 4, large 6); train_ddgan.py does not pass
+    # num_layers at all, so the caps apply there.
+    cap = 4 if small else 6
+    d_layers = cap if pixel else min(int(a["num_disc_layers"]), cap)
     d = DiscriminatorConfig(kind="small" if small else "large", in_channels=int(a["num_channels"]),
                             ngf=int(a["ngf"]), t_emb_dim=int(a["t_emb_dim"]), num_layers=d_layers,
                             band_order=band_order)
