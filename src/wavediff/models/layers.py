@@ -1,0 +1,281 @@
+"""Building blocks shared by the NCSN++ generators.
+
+Initialisation follows the authors' (DDPM / score_sde) conventions so that a
+freshly built model behaves like theirs: "variance scaling, fan_avg, uniform"
+with a scale, where scale 0 means 1e-10 (layers that start almost at zero).
+
+Every block that is loaded from the authors' checkpoints declares
+`official_names`: our attribute name -> the authors' attribute name. The
+checkpoint converter reads it; nothing else depends on it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .fir import FIRConv2d, downsample_2d, upsample_2d
+
+SQRT_HALF = 1.0 / math.sqrt(2.0)
+
+
+# --------------------------------------------------------------------------- init
+def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """DDPM default init in place: U(-a, a), a = sqrt(3 * scale / mean(fan_in, fan_out)); scale 0 -> 1e-10."""
+    scale = 1e-10 if scale == 0 else scale
+    shape = tensor.shape
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
+    bound = math.sqrt(3.0 * scale / ((fan_in + fan_out) / 2))
+    with torch.no_grad():
+        return tensor.uniform_(-bound, bound)
+
+
+def conv3x3(in_ch: int, out_ch: int, init_scale: float = 1.0, groups: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, groups=groups)
+    variance_scaling_(conv.weight, init_scale)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def conv1x1(in_ch: int, out_ch: int, init_scale: float = 1.0) -> nn.Conv2d:
+    conv = nn.Conv2d(in_ch, out_ch, 1)
+    variance_scaling_(conv.weight, init_scale)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def linear(in_dim: int, out_dim: int, init_scale: float = 1.0) -> nn.Linear:
+    """Linear layer with the DDPM default init (time embedding, time projections)."""
+    lin = nn.Linear(in_dim, out_dim)
+    variance_scaling_(lin.weight, init_scale)
+    nn.init.zeros_(lin.bias)
+    return lin
+
+
+def style_linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """Linear layer of the z path (mapping network, AdaGN styles), initialised like the authors'.
+
+    Their "fan_avg" here resolves to fan_out: U(-a, a), a = sqrt(3 / out_dim).
+    """
+    lin = nn.Linear(in_dim, out_dim)
+    bound = math.sqrt(3.0 / max(1.0, out_dim))
+    with torch.no_grad():
+        lin.weight.uniform_(-bound, bound)
+    nn.init.zeros_(lin.bias)
+    return lin
+
+
+def group_count(channels: int) -> int:
+    return min(channels // 4, 32)
+
+
+# ------------------------------------------------------------------- embeddings
+class PositionalEmbedding(nn.Module):
+    """Sinusoidal embedding of the (integer) step index: [sin(t f), cos(t f)], f geometric 1 .. 1/10000."""
+
+    def __init__(self, dim: int, max_positions: int = 10000):
+        super().__init__()
+        half = dim // 2
+        freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(max_positions) / (half - 1)))
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        arg = t.float()[:, None] * self.freqs[None, :]
+        emb = torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+        return F.pad(emb, (0, 1)) if self.dim % 2 else emb
+
+
+class GaussianFourierEmbedding(nn.Module):
+    """Random Fourier features of log(t); `W` is fixed (not trained) but stored in checkpoints.
+
+    As in the authors' code this expects a positive (continuous) noise level: t = 0 gives NaN.
+    """
+
+    def __init__(self, size: int, scale: float = 16.0):
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(size) * scale, requires_grad=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        proj = torch.log(t.float())[:, None] * self.W[None, :] * (2 * math.pi)
+        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+
+
+class TimeEmbedding(nn.Module):
+    """Step index -> temb [B, 4 nf]: positional or Fourier features, then Linear, SiLU, Linear."""
+
+    def __init__(self, nf: int, kind: str = "positional", fourier_scale: float = 16.0, conditional: bool = True):
+        super().__init__()
+        if kind == "fourier":
+            self.features: nn.Module = GaussianFourierEmbedding(nf, fourier_scale)
+            dim = 2 * nf
+        else:
+            self.features = PositionalEmbedding(nf)
+            dim = nf
+        self.conditional = conditional
+        if conditional:
+            self.dense0 = linear(dim, 4 * nf)
+            self.dense1 = linear(4 * nf, 4 * nf)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        return self.dense1(F.silu(self.dense0(self.features(t))))
+
+    def official_order(self) -> list[nn.Module]:
+        """Our parts in the order the authors list them first in `all_modules`."""
+        mods: list[nn.Module] = [self.features] if isinstance(self.features, GaussianFourierEmbedding) else []
+        return mods + ([self.dense0, self.dense1] if self.conditional else [])
+
+
+class PixelNorm(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+class ZMapping(nn.Module):
+    """The latent mapping network: PixelNorm, then (1 + n_mlp) x (Linear, SiLU)."""
+
+    def __init__(self, nz: int, z_emb_dim: int, n_mlp: int):
+        super().__init__()
+        self.norm = PixelNorm()
+        self.layers = nn.ModuleList([style_linear(nz, z_emb_dim)]
+                                    + [style_linear(z_emb_dim, z_emb_dim) for _ in range(n_mlp)])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.norm(z)
+        for layer in self.layers:
+            h = F.silu(layer(h))
+        return h
+
+    def official_layers(self) -> list[tuple[str, nn.Module]]:
+        """(the authors' `z_transform.<j>` name, layer): their Sequential interleaves norm and activations."""
+        return [(f"z_transform.{2 * j + 1}", layer) for j, layer in enumerate(self.layers)]
+
+
+# ----------------------------------------------------------------------- layers
+class NIN(nn.Module):
+    """Per-pixel linear map over channels (`W` [in, out], `b` [out]), as a 1x1 convolution."""
+
+    def __init__(self, in_dim: int, out_dim: int, init_scale: float = 0.1):
+        super().__init__()
+        self.W = nn.Parameter(variance_scaling_(torch.empty(in_dim, out_dim), init_scale))
+        self.b = nn.Parameter(torch.zeros(out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.W.t()[:, :, None, None], self.b)
+
+
+class AdaptiveGroupNorm(nn.Module):
+    """GroupNorm without affine parameters, then a per-channel scale and shift predicted from the z embedding."""
+
+    def __init__(self, channels: int, style_dim: int):
+        super().__init__()
+        self.groups = group_count(channels)
+        self.style = style_linear(style_dim, 2 * channels)
+        with torch.no_grad():
+            self.style.bias[:channels] = 1.0
+            self.style.bias[channels:] = 0.0
+
+    def forward(self, x: torch.Tensor, zemb: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.style(zemb)[:, :, None, None].chunk(2, dim=1)
+        return torch.addcmul(beta, F.group_norm(x, self.groups, eps=1e-6), gamma)
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all positions, residual, rescaled by 1/sqrt(2)."""
+
+    official_names = {"norm": "GroupNorm_0", "q": "NIN_0", "k": "NIN_1", "v": "NIN_2", "proj": "NIN_3"}
+
+    def __init__(self, channels: int, skip_rescale: bool = True):
+        super().__init__()
+        self.norm = nn.GroupNorm(group_count(channels), channels, eps=1e-6)
+        self.q, self.k, self.v = NIN(channels, channels), NIN(channels, channels), NIN(channels, channels)
+        self.proj = NIN(channels, channels, init_scale=0.0)
+        self.skip_rescale = skip_rescale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, hgt, wid = x.shape
+        h = self.norm(x)
+        q, k, v = (m(h).flatten(2).transpose(1, 2) for m in (self.q, self.k, self.v))  # [B, HW, C]
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, c, hgt, wid)
+        h = self.proj(h)
+        return (x + h) * SQRT_HALF if self.skip_rescale else x + h
+
+
+class ResnetBlock(nn.Module):
+    """BigGAN++ residual block with AdaGN, optional FIR up/down-sampling of both paths.
+
+    h = Conv1(act(AdaGN1(Conv0(resample(act(AdaGN0(x)))) + Dense(act(temb)))));
+    out = (skip(resample(x)) + h) / sqrt(2).
+    """
+
+    official_names = {"norm_in": "GroupNorm_0", "conv_in": "Conv_0", "temb_proj": "Dense_0",
+                      "norm_out": "GroupNorm_1", "conv_out": "Conv_1", "skip": "Conv_2"}
+
+    def __init__(self, in_ch: int, out_ch: int | None = None, *, temb_dim: int, zemb_dim: int, up: bool = False,
+                 down: bool = False, dropout: float = 0.0, fir_kernel=(1, 3, 3, 1), skip_rescale: bool = True):
+        super().__init__()
+        out_ch = out_ch or in_ch
+        self.norm_in = AdaptiveGroupNorm(in_ch, zemb_dim)
+        self.conv_in = conv3x3(in_ch, out_ch)
+        self.temb_proj = linear(temb_dim, out_ch)
+        self.norm_out = AdaptiveGroupNorm(out_ch, zemb_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.conv_out = conv3x3(out_ch, out_ch, init_scale=0.0)
+        self.skip = conv1x1(in_ch, out_ch) if (in_ch != out_ch or up or down) else None
+        self.up, self.down, self.fir_kernel = up, down, tuple(fir_kernel)
+        self.skip_rescale = skip_rescale
+
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        if self.up:
+            return upsample_2d(x, self.fir_kernel)
+        if self.down:
+            return downsample_2d(x, self.fir_kernel)
+        return x
+
+    def _finish(self, x: torch.Tensor, h: torch.Tensor, temb, zemb) -> torch.Tensor:
+        """Shared second half: add the time bias, AdaGN, act, dropout, Conv_1, residual sum."""
+        if temb is not None:
+            h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv_out(self.dropout(F.silu(self.norm_out(h, zemb))))
+        return (x + h) * SQRT_HALF if self.skip_rescale else x + h
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None, zemb: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(self._resample(F.silu(self.norm_in(x, zemb))))
+        x = self._resample(x)
+        if self.skip is not None:
+            x = self.skip(x)
+        return self._finish(x, h, temb, zemb)
+
+
+class FIRDownsample(nn.Module):
+    """3x3 convolution fused with FIR down-sampling (the plain NCSN++ input pyramid)."""
+
+    official_names = {"conv": "Conv2d_0"}
+
+    def __init__(self, in_ch: int, out_ch: int, fir_kernel=(1, 3, 3, 1)):
+        super().__init__()
+        self.conv = FIRConv2d(in_ch, out_ch, 3, down=True, resample_kernel=fir_kernel)
+        variance_scaling_(self.conv.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class OutputHead(nn.Module):
+    """GroupNorm, SiLU, 3x3 convolution to the data channels (starts near zero)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(group_count(in_ch), in_ch, eps=1e-6)
+        self.conv = conv3x3(in_ch, out_ch, init_scale=0.0)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.silu(self.norm(h)))
+
+    def official_order(self) -> list[nn.Module]:
+        return [self.norm, self.conv]

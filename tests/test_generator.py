@@ -1,0 +1,177 @@
+"""Generator modules: calling convention, boundary adapters, structure of the ablations, errors."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from wavediff.config import GeneratorConfig
+from wavediff.errors import ConfigError
+from wavediff.models.generator import Generator, build_generator, patchify, unpatchify
+from wavediff.models.layers import FIRDownsample, ResnetBlock
+from wavediff.models.wavelet_blocks import (FrequencyBottleneck, WaveletDownBlock, WaveletInputPyramid,
+                                            WaveletUpBlock)
+from wavediff.presets import get_preset
+from wavediff.wavelets import reorder_bands
+
+FIXTURES = Path(__file__).parent / "data" / "reference" / "fixtures"
+
+
+def tiny(**changes) -> GeneratorConfig:
+    cfg = get_preset("tiny").generator
+    for k, v in changes.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def inputs(cfg: GeneratorConfig, batch: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution, generator=g)
+    t = torch.tensor([1, 3] * (batch // 2) + [0] * (batch % 2), dtype=torch.int64)
+    z = torch.randn(batch, cfg.nz, generator=g)
+    return x, t, z
+
+
+def perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Fresh models output ~0 (zero-ish init of the last layers); perturb to test real behaviour."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny_pixel"])
+def test_call_convention_and_shapes(preset):
+    cfg = get_preset(preset).generator
+    torch.manual_seed(0)
+    G = build_generator(cfg).eval()
+    x, t, z = inputs(cfg)
+    with torch.no_grad():
+        out = G(x, t, z)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.abs().max() < 1e-3  # the authors' near-zero init of the output layers
+
+
+def test_tanh_switch_and_gradients():
+    cfg = tiny()
+    torch.manual_seed(0)
+    G = perturbed(build_generator(cfg))
+    x, t, z = inputs(cfg)
+    with torch.no_grad():
+        out = G(x, t, z)
+    G_raw = copy.deepcopy(G)
+    G_raw.cfg = copy.deepcopy(cfg)
+    G_raw.cfg.use_tanh = False
+    with torch.no_grad():
+        raw = G_raw(x, t, z)
+    assert raw.abs().max() > 1.0
+    torch.testing.assert_close(out, torch.tanh(raw))
+    G.train()
+    G(x, t, z).square().mean().backward()
+    grads = [p.grad for p in G.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_batch_items_are_independent():
+    cfg = tiny()
+    torch.manual_seed(0)
+    G = perturbed(build_generator(cfg))
+    x, t, z = inputs(cfg, batch=3)
+    with torch.no_grad():
+        full = G(x, t, z)
+        single = G(x[1:2], t[1:2], z[1:2])
+    torch.testing.assert_close(full[1:2], single, atol=1e-5, rtol=1e-5)
+
+
+def test_dwt2d_band_order_adapter():
+    cfg = tiny(band_order="dwt2d")
+    torch.manual_seed(0)
+    G = perturbed(build_generator(cfg))
+    x, t, z = inputs(cfg)
+    with torch.no_grad():
+        expected = torch.tanh(reorder_bands(G.net(reorder_bands(x, "pywt", "dwt2d"), t, z), "dwt2d", "pywt"))
+        torch.testing.assert_close(G(x, t, z), expected)
+
+
+def test_patchify_layout_matches_reference():
+    io = torch.load(FIXTURES / "tiny_wavelet_patch2_io.pt", weights_only=True)
+    torch.testing.assert_close(patchify(io["x"], 2), io["x_patchified"], atol=0, rtol=0)
+    torch.testing.assert_close(unpatchify(io["pre_unpatchify"], 2), io["pre_tanh"], atol=0, rtol=0)
+    # Packing is (p1, p2, c) but unpacking reads (c, p1, p2): deliberately not inverse.
+    assert not torch.equal(unpatchify(patchify(io["x"], 2), 2), io["x"])
+
+
+def test_patch_size_2_runs():
+    cfg = tiny(patch_size=2, resolution=32, attn_resolutions=(0,))
+    torch.manual_seed(0)
+    G = perturbed(build_generator(cfg))
+    x, t, z = inputs(cfg)
+    with torch.no_grad():
+        assert G(x, t, z).shape == x.shape
+    assert G.net.conv_in.weight.shape[1] == 48
+
+
+def _types(model):
+    return {type(m) for m in model.modules()}
+
+
+def test_ablation_switches_change_the_named_blocks():
+    full = build_generator(tiny())
+    assert {WaveletDownBlock, WaveletUpBlock, WaveletInputPyramid, FrequencyBottleneck} <= _types(full)
+    assert full.net.middle.use_fbn
+    no_freq = build_generator(tiny(use_freq=False))
+    assert WaveletDownBlock not in _types(no_freq) and WaveletUpBlock not in _types(no_freq)
+    assert all(type(lv.resample) is ResnetBlock for lv in no_freq.net.encoder if lv.resample is not None)
+    no_res = build_generator(tiny(use_residual=False))
+    assert WaveletInputPyramid not in _types(no_res) and FIRDownsample in _types(no_res)
+    assert not build_generator(tiny(use_fbn=False)).net.middle.use_fbn
+    plain = build_generator(tiny(net_type="normal"))
+    assert not {WaveletDownBlock, WaveletUpBlock, WaveletInputPyramid} & _types(plain)
+
+
+@pytest.mark.parametrize("changes", [dict(use_fbn=False), dict(use_freq=False), dict(use_residual=False),
+                                     dict(progressive_input="none"), dict(embedding_type="fourier"),
+                                     dict(centered=False), dict(conditional=False), dict(net_type="normal")])
+def test_variants_run(changes):
+    cfg = tiny(**changes)
+    torch.manual_seed(0)
+    G = perturbed(build_generator(cfg))
+    x, t, z = inputs(cfg)
+    with torch.no_grad():
+        out = G(x, t, z)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("field,value", [("progressive", "output_skip"), ("progressive_input", "input_skip"),
+                                         ("resblock_type", "ddpm"), ("embedding_type", "learned"),
+                                         ("net_type", "unet"), ("band_order", "haar")])
+def test_unsupported_settings_raise_config_error(field, value):
+    with pytest.raises(ConfigError, match=field):
+        build_generator(tiny(**{field: value}))
+
+
+def test_fir_off_rejected_only_where_fir_is_used():
+    build_generator(tiny(fir=False))  # the full wavelet model never uses FIR resampling
+    with pytest.raises(ConfigError, match="fir"):
+        build_generator(tiny(fir=False, net_type="normal"))
+
+
+def test_time_embedding_depends_on_t_and_z():
+    cfg = tiny()
+    torch.manual_seed(0)
+    G = perturbed(build_generator(cfg))
+    x, t, z = inputs(cfg)
+    with torch.no_grad():
+        base = G(x, t, z)
+        assert not torch.allclose(base, G(x, t.flip(0), z))
+        assert not torch.allclose(base, G(x, t, z + 1))
+
+
+def test_generator_is_a_module_with_plain_state_dict():
+    G = build_generator(tiny())
+    assert isinstance(G, Generator)
+    assert all(k.startswith("net.") for k in G.state_dict())
+    assert "net.time_embed.features.freqs" not in G.state_dict()  # constant table, not saved
