@@ -18,7 +18,6 @@ def add_arguments(p):
 
 def run(args) -> int:
     import numpy as np
-    import torch
     from tqdm import tqdm
 
     from ..checkpoints.convert import load_any_generator
