@@ -146,8 +146,8 @@ def read_official_state_dict(path: str | os.PathLike, part: str = "G") -> dict[s
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the restricted unpickler raises many kinds of errors on foreign or damaged files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first[:160]}); it may be "
-                              f"truncated or not a checkpoint: download it again") from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {first[:160]}); "
+                              f"it may be truncated or not a checkpoint: download it again") from None
     if isinstance(obj, dict) and ("netG_dict" in obj or "netD_dict" in obj):
         key = "netG_dict" if part == "G" else "netD_dict"
         if key not in obj:
