@@ -22,22 +22,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..wavelets import dwt, idwt
+from ..wavelets import dwt, idwt, reorder_bands
 from .layers import ResnetBlock, variance_scaling_
 from .ncsnpp import MiddleBlock
 
 
 def haar_net_order(x: torch.Tensor) -> torch.Tensor:
     """Haar transform of x, band-major in the network's order (LL, Q, P, HH)."""
-    y = dwt(x)
-    c = x.shape[1]
-    return torch.cat([y[:, :c], y[:, 2 * c:3 * c], y[:, c:2 * c], y[:, 3 * c:]], dim=1)
+    return reorder_bands(dwt(x), "pywt", "dwt2d")
 
 
 def inverse_haar_net_order(ll: torch.Tensor, highs: torch.Tensor) -> torch.Tensor:
     """Inverse Haar transform of LL and the high bands given as one tensor in order (Q, P, HH)."""
-    q, p, hh = highs.chunk(3, dim=1)
-    return idwt(torch.cat([ll, p, q, hh], dim=1))
+    return idwt(reorder_bands(torch.cat([ll, highs], dim=1), "dwt2d", "pywt"))
 
 
 class WaveletInputPyramid(nn.Module):
