@@ -94,6 +94,7 @@ class TrainConfig:
     batch_size: int = 64  # per process
     num_epoch: int = 1200
     steps: int = 0  # 0 = run num_epoch epochs
+    max_minutes: float = 0.0  # > 0: stop (and export) once this much wall time has passed
     lr_g: float = 1.6e-4
     lr_d: float = 1.25e-4
     beta1: float = 0.5

@@ -1,0 +1,104 @@
+"""`wavediff train`: train a preset on a dataset, in one process or N under torchrun.
+
+    wavediff train --preset cifar10 --data ~/data/cifar10 --out runs/c10
+    wavediff train --preset tiny --data imgs/ --out runs/t --steps 500 --set train.lr_g=2e-4
+    wavediff train --out runs/c10 --resume auto            # continue (config from the run)
+    torchrun --standalone --nproc_per_node 4 -m wavediff train --preset lsun --data ... --out ...
+
+Any config field can be set with `--set section.field=value` (repeatable); the
+flags below are shortcuts applied after them. The last line printed is the
+path of the final EMA generator checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, WaveDiffError
+
+# flag attribute -> config field
+FLAG_FIELDS = {
+    "data": "data.path", "steps": "train.steps", "checkpoint_every": "train.checkpoint_every",
+    "batch_size": "train.batch_size", "seed": "train.seed", "precision": "train.precision",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="named preset (`wavediff presets`); optional with --resume")
+    p.add_argument("--data", help="dataset path (data.path): a folder of images or the preset's dataset files")
+    p.add_argument("--out", required=True, help="run directory (config, log, samples, checkpoints)")
+    p.add_argument("--steps", type=int, help="total training iterations (train.steps; default: train.num_epoch "
+                                             "epochs)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (train.checkpoint_every)")
+    p.add_argument("--batch-size", type=int, help="batch size per process (train.batch_size)")
+    p.add_argument("--seed", type=int, help="training seed (train.seed)")
+    p.add_argument("--resume", metavar="auto|PATH",
+                   help="continue a run: 'auto' = the latest state in --out, or a state_XXXXXXX.pt file")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override any config field, e.g. --set train.lr_g=2e-4 (repeatable)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), help="autocast precision (train.precision)")
+    p.add_argument("--compile", action="store_true", help="torch.compile G and D (train.compile)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: this process's GPU, else the CPU)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def resolve_config(args: argparse.Namespace):
+    """The preset (or, when resuming without one, the run's own config) with the overrides applied."""
+    from ..config import ExperimentConfig
+    from ..presets import get_preset
+
+    if args.preset:
+        base = get_preset(args.preset)
+    elif args.resume:
+        base = ExperimentConfig.from_dict(_saved_config(Path(args.out), args.resume))
+    else:
+        raise ConfigError("pass --preset NAME (list them with `wavediff presets`), or --resume auto to continue "
+                          "the run in --out")
+    overrides = list(args.set)
+    overrides += [f"{field}={getattr(args, flag)}" for flag, field in FLAG_FIELDS.items()
+                  if getattr(args, flag) is not None]
+    if args.compile:
+        overrides.append("train.compile=true")
+    return base.override(overrides)
+
+
+def _saved_config(run_dir: Path, resume: str) -> dict:
+    from ..training.state import latest_state, load_state
+
+    if resume != "auto":
+        return load_state(Path(resume), mmap=True)["config"]
+    state = latest_state(run_dir)
+    if state is not None:
+        return load_state(state, mmap=True)["config"]
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"nothing to resume in {run_dir} (no checkpoints, no config.json); pass --preset to "
+                          f"start a run there")
+    return json.loads(config_file.read_text())
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args)
+    if args.dry_run:
+        print(cfg.to_json())
+        return 0
+    from ..training.distributed import hard_exit, init_distributed, shutdown
+    from ..training.trainer import train_run
+
+    ctx = init_distributed(args.device)
+    if not ctx.distributed:
+        print(train_run(cfg, args.out, resume=args.resume, ctx=ctx))
+        return 0
+    # A torchrun worker: leave the group cleanly and exit without interpreter teardown.
+    try:
+        final = train_run(cfg, args.out, resume=args.resume, ctx=ctx)
+    except WaveDiffError as e:
+        print(f"error: {e}" if ctx.is_main else f"error (rank {ctx.rank}): {e}", file=sys.stderr)
+        hard_exit(2)
+    shutdown(ctx)
+    if ctx.is_main:
+        print(final)
+    hard_exit(0)
+    return 0

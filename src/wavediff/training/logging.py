@@ -1,0 +1,61 @@
+"""Run records: RUN_DIR/log.jsonl (one JSON object per line), a tqdm bar, TensorBoard when installed.
+
+Only rank 0 creates a `RunLog` that writes; the others get a silent one.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+class RunLog:
+    def __init__(self, run_dir: Path | None, total_steps: int, initial_step: int):
+        self.enabled = run_dir is not None
+        self._file = open(run_dir / "log.jsonl", "a", encoding="utf-8") if run_dir is not None else None
+        self._tb = _tensorboard(run_dir / "tensorboard") if run_dir is not None else None
+        self.bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
+                        disable=not self.enabled, mininterval=1.0)
+
+    def event(self, event: str, **fields) -> None:
+        """Append one record `{"event": event, "time": ..., **fields}`."""
+        if self._file is None:
+            return
+        self._file.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
+        self._file.flush()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """A `train` record, the bar's postfix and TensorBoard scalars."""
+        if not self.enabled:
+            return
+        self.event("train", step=step, **values)
+        shown = {k: values[k] for k in ("loss_d", "loss_g", "images_per_s") if k in values}
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(f"train/{k}", v, step)
+
+    def advance(self, steps: int = 1) -> None:
+        self.bar.update(steps)
+
+    def write(self, line: str) -> None:
+        """A message printed above the bar (stdout)."""
+        if self.enabled:
+            self.bar.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def _tensorboard(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional dependency: pip install wavediff[tensorboard]
+        return None
+    return SummaryWriter(str(folder))

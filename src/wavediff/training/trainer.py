@@ -1,0 +1,378 @@
+"""`train_run`: a whole training run, from a resolved config to the final EMA generator.
+
+Run length: `train.steps` iterations when > 0, else `train.num_epoch` epochs;
+`train.max_minutes` > 0 stops earlier once that much wall time has passed in
+this invocation (the final checkpoint and export are still written).
+Learning rates follow the authors' cosine decay (CosineAnnealingLR, eta_min
+1e-5, stepped once per epoch) over `num_epoch` epochs, or, when `train.steps`
+is set, over the ceil(steps / batches_per_epoch) epochs the run lasts; the rate
+then stays at 1e-5 (the schedule never rises again). Resuming with another step
+count moves the horizon and continues on the new cosine from the current epoch.
+
+Randomness: the weights are initialised from `train.seed` (identical on every
+rank); each rank then draws its data flips and training noise from RNGs seeded
+with (seed, rank), all of which are saved in the training state, so a resumed
+run continues exactly as an uninterrupted one (bit-exact on CPU, num_workers 0).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoints.io import atomic_torch_save, atomic_write, save_generator
+from ..config import ExperimentConfig
+from ..data import build_dataloader, build_dataset
+from ..diffusion import VPDiffusion
+from ..errors import ConfigError, WaveDiffError
+from ..models.discriminator import build_discriminator, check_stddev_batch
+from ..models.generator import build_generator
+from ..sampling import sample, to_uint8
+from ..wavelets import image_to_wavelet
+from .distributed import DistContext, init_distributed
+from .ema import EMA
+from .logging import RunLog
+from .state import (STATE_FORMAT, STATE_VERSION, capture_rng, check_same_config, generator_path, latest_state,
+                    load_state, prune, restore_rng, state_path)
+from .step import Nets, TrainStep
+
+ETA_MIN = 1e-5
+SAMPLE_SEEDS = range(64)
+LOSS_NAMES = ("loss_d_real", "loss_d_fake", "r1", "loss_g_adv", "loss_rec")
+
+
+def train_run(cfg: ExperimentConfig, out: str | Path, *, resume: str | None = None,
+              ctx: DistContext | None = None) -> Path:
+    """Train `cfg` into run directory `out` (resume: None, "auto" or a state path).
+
+    Returns the path of the final EMA generator checkpoint.
+    """
+    return Trainer(cfg, Path(out), resume, ctx or init_distributed()).run()
+
+
+def validate_config(cfg: ExperimentConfig) -> None:
+    """ConfigError for settings the training loop cannot run."""
+    tc = cfg.train
+    if cfg.space not in ("wavelet", "pixel"):
+        raise ConfigError(f"space={cfg.space!r} is unknown; use 'wavelet' or 'pixel'")
+    expected = {"generator.in_channels": (cfg.generator.in_channels, cfg.data_channels),
+                "discriminator.in_channels": (cfg.discriminator.in_channels, cfg.data_channels),
+                "generator.resolution": (cfg.generator.resolution, cfg.data_resolution),
+                "data.image_size": (cfg.data.image_size, cfg.image_size)}
+    for key, (got, want) in expected.items():
+        if got != want:
+            raise ConfigError(f"{key}={got} does not fit a {cfg.space}-space model of {cfg.image_size}px images "
+                              f"(expected {want}); set it with --set {key}={want}")
+    if tc.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"train.precision={tc.precision!r} is not supported for training; use fp32 or bf16")
+    for key in ("batch_size", "lazy_reg", "checkpoint_every", "keep_last", "log_every"):
+        if getattr(tc, key) < 1:
+            raise ConfigError(f"train.{key} must be at least 1, got {getattr(tc, key)}")
+    if tc.steps < 0 or tc.num_epoch < 1 or tc.sample_every < 0:
+        raise ConfigError("train.steps and train.sample_every must be >= 0 and train.num_epoch >= 1")
+    if not 0.0 <= tc.ema_decay < 1.0 or tc.ema_rampup < 0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1) and ema_rampup >= 0, got {tc.ema_decay}, "
+                          f"{tc.ema_rampup}")
+    check_stddev_batch(tc.batch_size)
+
+
+class Trainer:
+    """Builds everything a run needs (checking the run directory and any resume state first), then `run()`s it."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, resume: str | None, ctx: DistContext):
+        validate_config(cfg)
+        self.cfg, self.run_dir, self.ctx = cfg, run_dir, ctx
+        self.device = ctx.device
+        tc = cfg.train
+        state = self._resume_state(resume)
+        self.step = state["step"] if state else 0
+        self.epoch = state["epoch"] if state else 0
+        self.batch_in_epoch = state["batch_in_epoch"] if state else 0
+
+        dataset = build_dataset(cfg.data)
+        self.dataset_info = {"images": len(dataset), "skipped_unreadable": getattr(dataset, "skipped", 0)}
+        self.loader = build_dataloader(dataset, tc.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
+                                       seed=tc.seed, rank=ctx.rank, world_size=ctx.world_size, drop_last=True,
+                                       start_epoch=self.epoch, start_batch=self.batch_in_epoch)
+        self.batches_per_epoch = self.loader.sampler.num_samples // tc.batch_size
+        self.global_batch = tc.batch_size * ctx.world_size
+        self.total_steps = tc.steps or tc.num_epoch * self.batches_per_epoch
+        self.num_epochs = math.ceil(tc.steps / self.batches_per_epoch) if tc.steps else tc.num_epoch
+
+        self.nets = self._build_nets()
+        self.ema = EMA(self.nets.G, tc.ema_decay, tc.ema_rampup) if tc.use_ema else None
+        params = dict(betas=(tc.beta1, tc.beta2), fused=True)
+        self.opt_g = torch.optim.Adam(self.nets.G.parameters(), lr=tc.lr_g, **params)
+        self.opt_d = torch.optim.Adam(self.nets.D.parameters(), lr=tc.lr_d, **params)
+        self.sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_g, self.num_epochs, eta_min=ETA_MIN)
+        self.sched_d = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_d, self.num_epochs, eta_min=ETA_MIN)
+        self.rng = self._seed_rngs()
+        if state:
+            self._load(state)
+        self.diffusion = VPDiffusion(cfg.diffusion, self.device)
+        self.train_step = TrainStep(self.nets, self.opt_g, self.opt_d, self.diffusion, cfg, self.rng, self.device)
+        self.resumed_from = state.get("path") if state else None
+        self.ema_beta: float | None = None  # the decay of the last EMA update, for the log
+
+    # ------------------------------------------------------------------ setup
+    def _resume_state(self, resume: str | None) -> dict | None:
+        """The training state to continue from, after checking the run directory and the config."""
+        run_dir, cfg = self.run_dir, self.cfg
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"--out {run_dir} is a file; choose a directory for the run")
+        config_file = run_dir / "config.json"
+        if resume is None:
+            if config_file.exists():
+                raise ConfigError(f"{run_dir} already holds a run (config.json); pass --resume auto to continue "
+                                  f"it, or choose a new --out")
+            return None
+        path = latest_state(run_dir) if resume == "auto" else Path(resume)
+        if path is None:  # nothing saved yet: start over, but only as the same run
+            if config_file.exists():
+                check_same_config(_read_json(config_file), cfg.to_dict(), f"the run in {run_dir}")
+            return None
+        state = load_state(path)
+        check_same_config(state["config"], cfg.to_dict(), f"training state {path}")
+        state["path"] = str(path)
+        return state
+
+    def _build_nets(self) -> Nets:
+        cfg, ctx = self.cfg, self.ctx
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        G = build_generator(cfg.generator).to(self.device)
+        D = build_discriminator(cfg.discriminator).to(self.device)
+        G_fast, D_fast = (torch.compile(G), torch.compile(D)) if cfg.train.compile else (G, D)
+        if not ctx.distributed:
+            return Nets(G, D, G_fast, D_fast, G_fast, D_fast)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        G_sync = DistributedDataParallel(G_fast, device_ids=ids, broadcast_buffers=False)
+        D_sync = DistributedDataParallel(D_fast, device_ids=ids, broadcast_buffers=False)
+        return Nets(G, D, G_fast, D_fast, G_sync, D_sync)
+
+    def _seed_rngs(self) -> torch.Generator:
+        """Seed this rank's RNGs from (seed, rank); returns the generator of the training noise."""
+        s = np.random.SeedSequence([self.cfg.train.seed, self.ctx.rank]).generate_state(4)
+        torch.manual_seed(int(s[0]))  # data-pipeline randomness (flips) in this process
+        np.random.seed(int(s[1]))
+        random.seed(int(s[2]))
+        return torch.Generator(self.device).manual_seed(int(s[3]))
+
+    def _load(self, state: dict) -> None:
+        self.nets.G.load_state_dict(state["G"])
+        self.nets.D.load_state_dict(state["D"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        for sched, opt in ((self.sched_g, self.opt_g), (self.sched_d, self.opt_d)):
+            if sched.T_max != self.num_epochs:  # the run length changed: continue on the new cosine
+                sched.T_max = self.num_epochs
+                for group, base in zip(opt.param_groups, sched.base_lrs):
+                    group["lr"] = _cosine(base, min(self.epoch, self.num_epochs), self.num_epochs)
+        rngs = state["rng"]
+        if len(rngs) == self.ctx.world_size:
+            restore_rng(rngs[self.ctx.rank], self.rng)
+        elif self.ctx.is_main:
+            print(f"note: the state was saved by {len(rngs)} process(es), this run has {self.ctx.world_size}; "
+                  f"random streams are re-seeded, the data order is re-sharded")
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Path:
+        ctx, cfg = self.ctx, self.cfg
+        if ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.run_dir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json()))
+        ctx.barrier()
+        self.log = RunLog(self.run_dir if ctx.is_main else None, self.total_steps, self.step)
+        self.log.event("resume" if self.resumed_from else "start", step=self.step, epoch=self.epoch,
+                       resumed_from=self.resumed_from, world_size=ctx.world_size,
+                       batch_per_process=cfg.train.batch_size, global_batch=self.global_batch,
+                       total_steps=self.total_steps, batches_per_epoch=self.batches_per_epoch,
+                       device=str(self.device), precision=cfg.train.precision, dataset=self.dataset_info)
+        self.log.write(f"training {cfg.name} on {self.device} x{ctx.world_size}: batch {cfg.train.batch_size} per "
+                       f"process, {self.global_batch} global; steps {self.step}..{self.total_steps} "
+                       f"({self.batches_per_epoch} per epoch)")
+        self._reset_window()
+        self._started = time.perf_counter()
+        self.stopped_early = False
+        try:
+            while self.step < self.total_steps:
+                self.loader.sampler.set_epoch(self.epoch)
+                for images in self.loader:
+                    self._iteration(images)
+                    if self.step >= self.total_steps or self._out_of_time():
+                        break
+                if self.stopped_early:
+                    break
+            self._finish_checks()
+            final = self._checkpoint(final=True)
+        except WaveDiffError as e:
+            self.log.event("error", step=self.step, message=str(e))
+            raise
+        finally:
+            self.log.close()
+        return final
+
+    def _iteration(self, images: torch.Tensor) -> None:
+        tc = self.cfg.train
+        x0 = images.to(self.device, non_blocking=True)
+        if self.cfg.space == "wavelet":
+            x0 = image_to_wavelet(x0)
+        r1 = self.step % tc.lazy_reg == 0
+        d = self.train_step.d_step(x0, r1)
+        g = self.train_step.g_step(x0)
+        self.step += 1
+        self.batch_in_epoch += 1
+        if self.ema is not None:
+            self.ema_beta = self.ema.update(self.nets.G, self.step * self.global_batch, self.global_batch)
+        losses = torch.stack([d["d_real"], d["d_fake"], d["r1"], g["g_adv"], g["g_rec"]])
+        self._sums += losses
+        bad = ~torch.isfinite(losses).all() & (self._first_bad < 0)
+        self._first_bad = torch.where(bad, self.step, self._first_bad)
+        self._window_steps += 1
+        self._window_r1 += int(r1 and tc.r1_gamma > 0)
+        if self.batch_in_epoch == self.batches_per_epoch:
+            self._end_epoch()
+        self.log.advance()
+        if self.step % tc.log_every == 0 or self.step == self.total_steps:
+            self._log_window()
+        if tc.sample_every and self.step % tc.sample_every == 0 and self.step < self.total_steps:
+            if self.ctx.is_main:
+                self._save_samples()
+        if self.step % tc.checkpoint_every == 0 and self.step < self.total_steps:
+            self._checkpoint(final=False)
+
+    def _out_of_time(self) -> bool:
+        """True (on every rank) once `train.max_minutes` of wall time have passed in this process."""
+        budget = self.cfg.train.max_minutes
+        if budget <= 0:
+            return False
+        over = torch.tensor(float(time.perf_counter() - self._started > budget * 60), device=self.device)
+        self.stopped_early = bool(self.ctx.all_reduce(over, "max"))
+        if self.stopped_early:
+            if self._window_steps:
+                self._log_window()
+            self.log.event("time_limit", step=self.step, max_minutes=budget)
+            self.log.write(f"stopping at step {self.step}: the {budget:g}-minute budget is spent")
+        return self.stopped_early
+
+    def _end_epoch(self) -> None:
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        if self.cfg.train.lr_decay and self.sched_g.last_epoch < self.num_epochs:
+            self.sched_g.step()
+            self.sched_d.step()
+
+    # ------------------------------------------------------------------ records
+    def _reset_window(self) -> None:
+        self._sums = torch.zeros(len(LOSS_NAMES), device=self.device)
+        self._first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self._window_steps = self._window_r1 = 0
+        self._window_start = (time.perf_counter(), self.step)
+
+    def _check_finite(self) -> None:
+        """Stop (on every rank) if any loss since the last check was NaN or inf."""
+        first = torch.where(self._first_bad < 0, torch.iinfo(torch.int64).max, self._first_bad)
+        first = int(self.ctx.all_reduce(first.clone(), "min"))
+        if first != torch.iinfo(torch.int64).max:
+            last = latest_state(self.run_dir)
+            kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
+            raise WaveDiffError(f"a loss became NaN or inf at step {first}; training stopped and {kept}; resume "
+                                f"from it with lower learning rates (--set train.lr_g=... train.lr_d=...) or fp32")
+
+    def _log_window(self) -> None:
+        self._check_finite()
+        n = max(self._window_steps, 1)
+        sums = self.ctx.all_reduce(self._sums.clone()) / self.ctx.world_size
+        mean = dict(zip(LOSS_NAMES, sums.tolist()))
+        mean = {k: v / (max(self._window_r1, 1) if k == "r1" else n) for k, v in mean.items()}
+        elapsed = time.perf_counter() - self._window_start[0]
+        done = self.step - self._window_start[1]
+        values = {"epoch": self.epoch, "kimg": self.step * self.global_batch / 1000,
+                  "loss_d": mean["loss_d_real"] + mean["loss_d_fake"],
+                  "loss_g": mean["loss_g_adv"] + mean["loss_rec"], **mean,
+                  "lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"],
+                  "ema_decay": self.ema_beta, "sec_per_step": elapsed / max(done, 1),
+                  "images_per_s": done * self.global_batch / max(elapsed, 1e-9)}
+        self.log.scalars(self.step, values)
+        self._reset_window()
+
+    def _save_samples(self) -> Path:
+        G = self.ema.module if self.ema is not None else self.nets.G
+        seeds = list(SAMPLE_SEEDS)
+        images = np.concatenate([to_uint8(sample(G, seeds[i:i + 16], self.cfg, self.device))
+                                 for i in range(0, len(seeds), 16)])
+        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
+        atomic_write(path, lambda tmp: Image.fromarray(_grid(images, 8)).save(tmp, format="PNG"))
+        return path
+
+    # ------------------------------------------------------------------ checkpoints
+    def _finish_checks(self) -> None:
+        self._check_finite()
+        hashes = self.ctx.all_gather_object({"G": _weights_hash(self.nets.G), "D": _weights_hash(self.nets.D)})
+        self.log.event("weights", step=self.step, sha256_per_rank=hashes,
+                       identical=all(h == hashes[0] for h in hashes))
+
+    def _checkpoint(self, final: bool) -> Path:
+        """Save the training state and the EMA generator (rank 0); returns the generator path."""
+        self._check_finite()
+        rngs = self.ctx.all_gather_object(capture_rng(self.rng))
+        gen_file = generator_path(self.run_dir, None if final else self.step)
+        if not self.ctx.is_main:
+            return gen_file
+        state = {"format": STATE_FORMAT, "version": STATE_VERSION, "step": self.step, "epoch": self.epoch,
+                 "batch_in_epoch": self.batch_in_epoch, "config": self.cfg.to_dict(),
+                 "G": self.nets.G.state_dict(), "D": self.nets.D.state_dict(),
+                 "ema": self.ema.state_dict() if self.ema is not None else None,
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                 "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(), "rng": rngs}
+        atomic_torch_save(state, state_path(self.run_dir, self.step))
+        G = self.ema.module if self.ema is not None else self.nets.G
+        meta = {"step": self.step, "epoch": self.epoch, "kimg": self.step * self.global_batch / 1000}
+        save_generator(generator_path(self.run_dir, self.step), G, self.cfg, meta)
+        if final:
+            save_generator(gen_file, G, self.cfg, meta)
+            self._save_samples()
+        prune(self.run_dir, self.cfg.train.keep_last)
+        self.log.event("checkpoint", step=self.step, state=str(state_path(self.run_dir, self.step)),
+                       generator=str(gen_file), final=final)
+        return gen_file
+
+
+def _cosine(base: float, epoch: int, horizon: int) -> float:
+    return ETA_MIN + (base - ETA_MIN) * (1 + math.cos(math.pi * epoch / horizon)) / 2
+
+
+def _grid(images: np.ndarray, ncol: int) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> one [rows*H, ncol*W, 3] image (missing cells black)."""
+    n, h, w, c = images.shape
+    rows = math.ceil(n / ncol)
+    cells = np.zeros((rows * ncol, h, w, c), np.uint8)
+    cells[:n] = images
+    return cells.reshape(rows, ncol, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, ncol * w, c)
+
+
+def _weights_hash(module: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path} ({e}); choose a new --out") from None

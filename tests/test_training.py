@@ -1,0 +1,316 @@
+"""Training: the step against the authors' formulation, EMA, the `wavediff train` CLI,
+checkpoints, exact resume after kill -9, errors, and two-process DDP."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from wavediff.checkpoints.io import load_generator
+from wavediff.cli import main
+from wavediff.diffusion import VPDiffusion, randn
+from wavediff.models.discriminator import build_discriminator
+from wavediff.models.generator import build_generator
+from wavediff.presets import get_preset
+from wavediff.training.ema import EMA
+from wavediff.training.state import config_differences
+from wavediff.training.step import Nets, TrainStep
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain little from a second thread, and two OpenMP threads slow down
+    # 20-50x when another process competes for the 2 cores; subprocesses match (ENV).
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """16 RGB images of 36x36 (resized to the tiny preset's 32px)."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        pixels = rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)
+        pixels[:, :18] = i * 15
+        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def _train(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(["train", *args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _tensors(obj, prefix=""):
+    """Every tensor in a nested state, by path."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{prefix}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}.{i}")
+
+
+def _assert_states_equal(a: dict, b: dict) -> None:
+    ta, tb = dict(_tensors(a)), dict(_tensors(b))
+    assert ta.keys() == tb.keys()
+    unequal = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not unequal, f"{len(unequal)} tensors differ, first {unequal[:3]}"
+    for key in ("step", "epoch", "batch_in_epoch", "sched_g", "sched_d"):
+        assert a[key] == b[key]
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+# --- the training step ----------------------------------------------------------------
+
+def _reference_iteration(G, D, opt_g, opt_d, diffusion, x0, rng, r1_gamma, nz):
+    """The authors' train_wddgan.py iteration, written out step by step (separate backward passes)."""
+    b, T = x0.shape[0], diffusion.num_timesteps
+    D.requires_grad_(True)
+    opt_d.zero_grad()
+    t = torch.randint(0, T, (b,), generator=rng)
+    x_t, x_tp1 = diffusion.q_sample_pairs(x0, t, rng)
+    x_t.requires_grad = True
+    d_real = D(x_t, t, x_tp1).view(-1)
+    F.softplus(-d_real).mean().backward(retain_graph=True)
+    grad = torch.autograd.grad(d_real.sum(), x_t, create_graph=True)[0]
+    (r1_gamma / 2 * (grad.view(b, -1).norm(2, dim=1) ** 2).mean()).backward()
+    x0_pred = G(x_tp1, t, randn((b, nz), rng))
+    x_pos = diffusion.posterior_sample(x0_pred, x_tp1, t, randn(x_tp1.shape, rng))
+    F.softplus(D(x_pos.detach(), t, x_tp1).view(-1)).mean().backward()
+    opt_d.step()
+    D.requires_grad_(False)
+    opt_g.zero_grad()
+    t = torch.randint(0, T, (b,), generator=rng)
+    _, x_tp1 = diffusion.q_sample_pairs(x0, t, rng)
+    x0_pred = G(x_tp1, t, randn((b, nz), rng))
+    x_pos = diffusion.posterior_sample(x0_pred, x_tp1, t, randn(x_tp1.shape, rng))
+    (F.softplus(-D(x_pos, t, x_tp1).view(-1)).mean() + F.l1_loss(x0_pred, x0)).backward()
+    opt_g.step()
+
+
+def test_step_matches_the_authors_formulation():
+    cfg = get_preset("tiny")
+    cfg.train.r1_gamma = 0.5  # large enough that a wrong penalty would show
+    torch.manual_seed(0)
+    G, D = build_generator(cfg.generator), build_discriminator(cfg.discriminator)
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    diffusion = VPDiffusion(cfg.diffusion)
+    x0 = torch.rand(8, 12, 16, 16, generator=torch.Generator().manual_seed(1)) - 0.5
+
+    def adam(m):
+        return torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.5, 0.9))
+
+    step = TrainStep(Nets(G, D, G, D, G, D), adam(G), adam(D), diffusion, cfg, torch.Generator().manual_seed(3),
+                     torch.device("cpu"))
+    step.d_step(x0, r1=True)
+    step.g_step(x0)
+    _reference_iteration(G2, D2, adam(G2), adam(D2), diffusion, x0, torch.Generator().manual_seed(3),
+                         cfg.train.r1_gamma, cfg.generator.nz)
+    for ours, ref in ((D, D2), (G, G2)):
+        for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_ema_follows_the_authors_or_the_rampup():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert ema.update(model, 8, 8) == 0.0  # the authors start from the first updated weights
+    assert torch.equal(ema.module.weight, model.weight)
+    assert ema.update(model, 16, 8) == 0.9
+    ramp = EMA(model, decay=0.999, rampup=0.05)
+    assert ramp.beta(8, 8) < 1e-5  # first updates ~copy the weights
+    assert ramp.beta(800, 8) == pytest.approx(0.5 ** (8 / 40))
+    assert ramp.beta(10 ** 9, 8) == 0.999
+
+
+def test_resumable_config_changes():
+    a = get_preset("tiny").to_dict()
+    b = get_preset("tiny").override(["train.steps=9", "train.checkpoint_every=3", "train.lr_g=1e-3"]).to_dict()
+    assert config_differences(a, b) == ["train.lr_g: 0.00016 -> 0.001"]
+
+
+# --- the CLI end to end ----------------------------------------------------------------
+
+def test_train_writes_the_run_directory(images, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc, out, _ = _train(capsys, "--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "6",
+                        "--checkpoint-every", "2", "--set", "train.keep_last=2", "--set", "train.log_every=3")
+    assert rc == 0
+    final = run / "checkpoints" / "generator_final.safetensors"
+    assert out.strip().splitlines()[-1] == str(final)
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 6
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["generator_0000004.safetensors", "generator_0000006.safetensors",
+                     "generator_final.safetensors", "state_0000004.pt", "state_0000006.pt"]
+    assert (run / "samples" / "step_0000006.png").is_file()
+    log = _log(run)
+    start = log[0]
+    assert start["event"] == "start" and start["batch_per_process"] == 8 and start["global_batch"] == 8
+    train = [r for r in log if r["event"] == "train"]
+    assert [r["step"] for r in train] == [3, 6]
+    assert all(np.isfinite(r["loss_d"]) and r["images_per_s"] > 0 for r in train)
+    G = load_generator(final)
+    assert G.config.name == "tiny" and G.config.train.steps == 6
+    state = torch.load(run / "checkpoints" / "state_0000006.pt", weights_only=True)
+    torch.testing.assert_close(G.state_dict(), state["ema"]["module"])
+    assert state["epoch"] == 3 and state["batch_in_epoch"] == 0  # 2 batches per epoch
+
+    # continue the finished run for 2 more steps, config taken from the run
+    rc, out, _ = _train(capsys, "--out", str(run), "--resume", "auto", "--steps", "8")
+    assert rc == 0 and out.strip().splitlines()[-1] == str(final)
+    assert (run / "checkpoints" / "state_0000008.pt").is_file()
+    assert _log(run)[-1]["step"] == 8
+
+
+def test_time_budget_stops_early_and_still_exports(images, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc, out, _ = _train(capsys, "--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "50",
+                        "--set", "train.max_minutes=1e-6")
+    assert rc == 0 and Path(out.strip().splitlines()[-1]).is_file()
+    assert [r["step"] for r in _log(run) if r["event"] == "time_limit"] == [1]
+    assert (run / "checkpoints" / "state_0000001.pt").is_file()
+
+
+def test_pixel_space_bf16(images, tmp_path, capsys):
+    rc, out, _ = _train(capsys, "--preset", "tiny_pixel", "--data", str(images), "--out", str(tmp_path / "r"),
+                        "--steps", "2", "--precision", "bf16")
+    assert rc == 0 and out.strip().endswith("generator_final.safetensors")
+    assert load_generator(out.strip().splitlines()[-1]).config.space == "pixel"
+
+
+def test_unreadable_images_are_skipped_and_counted(images, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for file in sorted(images.iterdir())[:8]:
+        shutil.copy(file, folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    run = tmp_path / "run"
+    rc, _, _ = _train(capsys, "--preset", "tiny", "--data", str(folder), "--out", str(run), "--steps", "1")
+    assert rc == 0 and _log(run)[0]["dataset"] == {"images": 8, "skipped_unreadable": 1}
+
+
+def test_dry_run_prints_the_resolved_config(capsys, tmp_path):
+    rc, out, _ = _train(capsys, "--preset", "cifar10", "--out", str(tmp_path / "r"), "--dry-run", "--compile",
+                        "--set", "train.lr_g=2e-4", "--batch-size", "16", "--seed", "7")
+    cfg = json.loads(out)
+    assert rc == 0 and cfg["train"]["compile"] is True and cfg["train"]["lr_g"] == 2e-4
+    assert cfg["train"]["batch_size"] == 16 and cfg["train"]["seed"] == 7
+    assert not (tmp_path / "r").exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, capsys, monkeypatch):
+    g_step = TrainStep.g_step
+    calls = []
+
+    def poisoned(self, x0):
+        calls.append(1)
+        losses = g_step(self, x0)
+        return {**losses, "g_adv": torch.tensor(float("nan"))} if len(calls) == 4 else losses
+
+    monkeypatch.setattr(TrainStep, "g_step", poisoned)
+    run = tmp_path / "run"
+    rc, _, err = _train(capsys, "--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "8",
+                        "--checkpoint-every", "2", "--set", "train.log_every=5")
+    message = err.strip().splitlines()[-1]  # (the progress bar shares stderr)
+    assert rc == 2 and message.startswith("error: ")
+    assert "NaN or inf at step 4" in message and "state_0000002.pt is kept" in message
+    assert sorted(p.name for p in (run / "checkpoints").glob("state_*")) == ["state_0000002.pt"]
+    assert _log(run)[-1]["event"] == "error"
+
+
+@pytest.mark.parametrize("case", ["existing_run", "other_config", "missing_data", "empty_data", "unknown_preset",
+                                  "no_preset", "corrupt_state"])
+def test_bad_input_is_one_line(case, images, tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "2"]
+    if case in ("existing_run", "other_config"):
+        assert _train(capsys, *base)[0] == 0
+    args = {
+        "existing_run": base,
+        "other_config": base + ["--resume", "auto", "--set", "train.lr_d=1e-3", "--seed", "5"],
+        "missing_data": ["--preset", "tiny", "--data", str(tmp_path / "nope"), "--out", str(run)],
+        "empty_data": ["--preset", "tiny", "--data", str(tmp_path), "--out", str(run)],
+        "unknown_preset": ["--preset", "cifar11", "--out", str(run)],
+        "no_preset": ["--out", str(run)],
+        "corrupt_state": base + ["--resume", str(images / "00.png")],
+    }[case]
+    rc, _, err = _train(capsys, *args)
+    expected = {
+        "existing_run": "already holds a run.*--resume auto",
+        "other_config": "different config.*train.lr_d: 0.000125 -> 0.001; train.seed: 1024 -> 5",
+        "missing_data": "does not exist", "empty_data": "no image files", "unknown_preset": "unknown preset",
+        "no_preset": "pass --preset", "corrupt_state": "cannot read training state",
+    }[case]
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert re.search(expected, err), err
+
+
+# --- exact resume after kill -9 -------------------------------------------------------------
+
+def test_resume_after_sigkill_is_bit_exact(images, tmp_path, capsys):
+    common = ["--preset", "tiny", "--data", str(images), "--steps", "24", "--checkpoint-every", "4",
+              "--set", "train.lazy_reg=3", "--set", "train.keep_last=10"]
+    killed = tmp_path / "killed"
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "wavediff", "train", *common, "--out", str(killed)],
+                                env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+    first = killed / "checkpoints" / "state_0000004.pt"
+    deadline = time.monotonic() + 120
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, f"the run ended before it was killed: {stderr.read_text()[-2000:]}"
+    assert first.exists(), "no checkpoint within 120 s"
+    assert not (killed / "checkpoints" / "state_0000024.pt").exists()
+
+    rc, out, _ = _train(capsys, *common, "--out", str(killed), "--resume", "auto")
+    assert rc == 0 and out.strip().splitlines()[-1].endswith("generator_final.safetensors")
+    assert any(r["event"] == "resume" for r in _log(killed))
+    straight = tmp_path / "straight"
+    assert _train(capsys, *common, "--out", str(straight))[0] == 0
+    load = lambda run: torch.load(run / "checkpoints" / "state_0000024.pt", weights_only=True)  # noqa: E731
+    _assert_states_equal(load(killed), load(straight))
+
+
+# --- two processes (gloo) -----------------------------------------------------------------------
+
+def test_two_process_ddp_keeps_ranks_identical(images, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "wavediff",
+           "train", "--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "3",
+           "--checkpoint-every", "2", "--set", "train.lazy_reg=2", "--device", "cpu"]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().splitlines()[-1] == str(run / "checkpoints" / "generator_final.safetensors")
+    log = _log(run)
+    assert log[0]["world_size"] == 2 and log[0]["batch_per_process"] == 8 and log[0]["global_batch"] == 16
+    weights = next(r for r in log if r["event"] == "weights")
+    assert len(weights["sha256_per_rank"]) == 2 and weights["identical"]
+    state = torch.load(run / "checkpoints" / "state_0000003.pt", weights_only=True)
+    assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["train"], state["rng"][1]["train"])
