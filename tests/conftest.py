@@ -1,7 +1,12 @@
+import os
 from pathlib import Path
 
-import pytest
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see wavediff.runtime)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_flush_denormal(True)
 
 REF = Path(__file__).parent / "data" / "reference"
 FIXTURES = REF / "fixtures"

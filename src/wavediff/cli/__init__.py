@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from ..errors import WaveDiffError
+from ..runtime import configure_environment, configure_torch
 
 # command name -> (module relative to this package, one-line help)
 COMMANDS = {
@@ -42,10 +43,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_environment()
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
+    configure_torch()
     try:
         return int(args._run(args) or 0)
     except WaveDiffError as e:

@@ -37,6 +37,7 @@ from ..errors import ConfigError, WaveDiffError
 from ..models.discriminator import build_discriminator, check_stddev_batch
 from ..models.generator import build_generator
 from ..sampling import sample, to_uint8
+from ..runtime import configure_torch
 from ..wavelets import image_to_wavelet
 from .distributed import DistContext, init_distributed
 from .ema import EMA
@@ -56,6 +57,7 @@ def train_run(cfg: ExperimentConfig, out: str | Path, *, resume: str | None = No
 
     Returns the path of the final EMA generator checkpoint.
     """
+    configure_torch()  # flush denormals: fresh NCSN++ weights make early steps 30x slower otherwise
     return Trainer(cfg, Path(out), resume, ctx or init_distributed()).run()
 
 
