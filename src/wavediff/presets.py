@@ -107,6 +107,14 @@ def _build() -> dict[str, ExperimentConfig]:
     tiny_pixel.generator.net_type, tiny_pixel.generator.in_channels, tiny_pixel.generator.resolution = "normal", 3, 32
     tiny_pixel.discriminator.in_channels = 3
     p["tiny_pixel"] = tiny_pixel
+    # The CPU demo: sklearn's bundled digits as 32x32 RGB (no flips: digits are not mirror-symmetric).
+    digits = copy.deepcopy(tiny)
+    digits.name = "digits"
+    digits.data = DataConfig(dataset="digits", image_size=32, hflip=False, num_workers=0)
+    digits.train = TrainConfig(batch_size=32, num_epoch=1000, lr_g=1.6e-4, lr_d=1.25e-4, ema_decay=0.999,
+                               ema_rampup=0.05, r1_gamma=0.02, lazy_reg=15, checkpoint_every=500, log_every=25,
+                               sample_every=500, keep_last=2)
+    p["digits"] = digits
     return p
 
 

@@ -1,0 +1,1 @@
+"""`wavediff demo`: WaveDiff learning handwritten digits on a laptop CPU."""

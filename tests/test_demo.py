@@ -1,0 +1,45 @@
+"""A shortened demo end to end: every output file is produced and well formed."""
+import json
+
+import numpy as np
+from PIL import Image
+
+from wavediff.cli import main
+from wavediff.demo.score import DigitClassifier
+
+
+def test_short_demo_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--steps", "4", "--out", str(out), "--seed", "1"]) == 0
+    stdout = capsys.readouterr().out.strip().splitlines()
+    final = out / "checkpoints" / "generator_final.safetensors"
+    assert stdout[-1] == str(final) and final.is_file()
+    assert any("samples next to real digits" in line for line in stdout)
+    for name in ("samples_vs_real.png", "losses.png"):
+        img = Image.open(out / name)
+        img.verify()
+        assert img.size[0] > 300 and img.size[1] > 200
+    q = json.loads((out / "quality.json").read_text())
+    for key in ("samples", "real_held_out", "noise"):
+        assert 0.0 <= q[key]["recognised"] <= 1.0 and len(q[key]["class_counts"]) == 10
+    assert q["real_held_out"]["recognised"] > 0.8 and q["noise"]["recognised"] < 0.05
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["name"] == "digits" and cfg["train"]["seed"] == 1 and cfg["data"]["hflip"] is False
+    assert (out / "log.jsonl").read_text().count('"event": "train"') >= 1
+
+
+def test_demo_rejects_bad_minutes(tmp_path, capsys):
+    assert main(["demo", "--minutes", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--minutes must be positive" in capsys.readouterr().err
+
+
+def test_classifier_separates_digits_from_garbage():
+    from wavediff.data import load_digits_arrays
+
+    clf = DigitClassifier(seed=0)
+    assert clf.accuracy > 0.9
+    digits, _ = load_digits_arrays(32)
+    assert clf.score_images(digits[:200]).recognised > 0.85
+    rng = np.random.default_rng(0)
+    assert clf.score_images(rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8)).recognised < 0.05
+    assert clf.score_images(np.zeros((20, 32, 32, 3), np.uint8)).recognised == 0.0
