@@ -15,11 +15,10 @@ import os
 from typing import Any, Mapping
 
 import torch
-import torch.nn as nn
 
 from ..config import DiscriminatorConfig, ExperimentConfig
-from ..errors import CheckpointError
 from ..models.discriminator import TimeConditionedDiscriminator, build_discriminator
+from .keymap import Row, apply_key_map, key_rows
 from .official import official_args_to_config, read_official_state_dict
 
 _SETTINGS_HINT = ("check num_disc_layers, ngf, t_emb_dim, num_channels and the dataset (cifar10/stl10 use the "
@@ -65,26 +64,9 @@ def _mismatch_hint(official: Mapping[str, torch.Tensor], cfg: DiscriminatorConfi
     return _SETTINGS_HINT
 
 
-def _official_local(module: nn.Module, local: str) -> str:
-    """Our tensor path inside `module` -> the authors' path inside their corresponding module."""
-    head, _, rest = local.partition(".")
-    names = getattr(type(module), "official_names", None) or {}
-    mapped = names.get(head, head)
-    if not rest:
-        return mapped
-    child = module._modules.get(head)
-    return f"{mapped}.{_official_local(child, rest) if child is not None else rest}"
-
-
-def official_key_map(model: TimeConditionedDiscriminator) -> list[tuple[str, str, torch.Tensor]]:
+def official_key_map(model: TimeConditionedDiscriminator) -> list[Row]:
     """(official key, our key, our tensor) for every tensor of `model`, in the authors' key order."""
-    where = {id(m): name for name, m in model.named_modules()}
-    rows: list[tuple[str, str, torch.Tensor]] = []
-    for official_name, module in model.official_parts():
-        ours = where[id(module)]
-        for local, tensor in module.state_dict(keep_vars=True).items():
-            rows.append((f"{official_name}.{_official_local(module, local)}", f"{ours}.{local}", tensor))
-    return rows
+    return key_rows(model, model.official_parts())
 
 
 def _disc_cfg(cfg: DiscriminatorConfig | ExperimentConfig) -> DiscriminatorConfig:
@@ -105,30 +87,8 @@ def convert_discriminator_state(official: Mapping[str, torch.Tensor],
                                 cfg: DiscriminatorConfig | ExperimentConfig) -> dict[str, torch.Tensor]:
     """The authors' discriminator state dict (`module.` stripped) -> our discriminator's state dict."""
     model = _meta_discriminator(_disc_cfg(cfg))
-    rows = official_key_map(model)
-    ours = set(model.state_dict())
-    if {our for _, our, _ in rows} != ours or len(rows) != len(ours):  # a bug in our walk, not the file
-        raise CheckpointError(f"internal error: the official walk covers {len(rows)} of our {len(ours)} "
-                              f"discriminator tensors; please report this")
-    expected = {k for k, _, _ in rows}
-    missing = [k for k, _, _ in rows if k not in official]
-    unexpected = [k for k in official if k not in expected]
-    counts = f"{len(missing)} missing, {len(unexpected)} unexpected of {len(expected)} expected keys"
     hint = _mismatch_hint(official, model.config, len(model.blocks))
-    out: dict[str, torch.Tensor] = {}
-    for key, our, tensor in rows:
-        if key not in official:
-            raise CheckpointError(f"discriminator checkpoint lacks {key} (shape {tuple(tensor.shape)}); {counts}; "
-                                  f"{hint}")
-        found = official[key]
-        if tuple(found.shape) != tuple(tensor.shape):
-            raise CheckpointError(f"discriminator checkpoint key {key}: expected shape {tuple(tensor.shape)}, "
-                                  f"found {tuple(found.shape)}; {counts}; {hint}")
-        out[our] = found
-    if unexpected:
-        raise CheckpointError(f"discriminator checkpoint has unexpected key {unexpected[0]} "
-                              f"(shape {tuple(official[unexpected[0]].shape)}); {counts}; {hint}")
-    return out
+    return apply_key_map(official, model, official_key_map(model), "discriminator", hint)
 
 
 def load_official_discriminator(path: str | os.PathLike,
