@@ -128,36 +128,7 @@ class NCSNpp(nn.Module):
         self.z_mapping = ZMapping(cfg.nz, cfg.z_emb_dim, cfg.n_mlp)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        zemb = self.z_mapping(z)
-        temb = self.time_embed(t)
-        if not self.cfg.centered:
-            x = 2 * x - 1.0
-        pyramid = x
-        h = self.conv_in(x)
-        skips = [h]
-        for level in self.encoder:
-            for i, block in enumerate(level.blocks):
-                h = block(h, temb, zemb)
-                if len(level.attns):
-                    h = level.attns[i](h)
-                skips.append(h)
-            if level.resample is not None:
-                h = level.resample(h, temb, zemb)
-                if level.pyramid is not None:
-                    pyramid = h = self._merge(level.pyramid(pyramid), h)
-                skips.append(h)
-        h = self.middle(h, temb, zemb)
-        for level in self.decoder:
-            for block in level.blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), temb, zemb)
-            for a in level.attns:
-                h = a(h)
-            if level.resample is not None:
-                h = level.resample(h, temb, zemb)
-        return self.head(h)
-
-    def _merge(self, pyramid: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return (pyramid + h) * SQRT_HALF if self.cfg.skip_rescale else pyramid + h
+        return unet_forward(self, x, t, z, carries_highs=False)
 
     def official_order(self) -> list[nn.Module]:
         """Our modules in the order of the authors' flat `all_modules` list (for checkpoint conversion)."""
@@ -177,3 +148,44 @@ def official_order(net: nn.Module) -> list[nn.Module]:
     for level in net.decoder:
         mods += list(level.blocks) + list(level.attns) + ([level.resample] if level.resample is not None else [])
     return mods + net.head.official_order()
+
+
+def unet_forward(net: nn.Module, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
+                 carries_highs: bool) -> torch.Tensor:
+    """The NCSN++ U-Net pass shared by the plain and the wavelet generator (pre-tanh output).
+
+    With `carries_highs` (frequency-aware blocks), each encoder down block also
+    returns its high bands, which the matching decoder up block consumes.
+    """
+    cfg = net.cfg
+    zemb = net.z_mapping(z)
+    temb = net.time_embed(t)
+    if not cfg.centered:
+        x = 2 * x - 1.0
+    pyramid = x
+    h = net.conv_in(x)
+    skips, highs = [h], []
+    for level in net.encoder:
+        for i, block in enumerate(level.blocks):
+            h = block(h, temb, zemb)
+            if len(level.attns):
+                h = level.attns[i](h)
+            skips.append(h)
+        if level.resample is not None:
+            h = level.resample(h, temb, zemb)
+            if carries_highs:
+                h, hi = h
+                highs.append(hi)
+            if level.pyramid is not None:
+                merged = level.pyramid(pyramid) + h
+                pyramid = h = merged * SQRT_HALF if cfg.skip_rescale else merged
+            skips.append(h)
+    h = net.middle(h, temb, zemb)
+    for level in net.decoder:
+        for block in level.blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), temb, zemb)
+        for a in level.attns:
+            h = a(h)
+        if level.resample is not None:
+            h = level.resample(h, temb, zemb, highs.pop()) if carries_highs else level.resample(h, temb, zemb)
+    return net.head(h)

@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 
 from ..config import GeneratorConfig
-from .layers import SQRT_HALF, AttnBlock, FIRDownsample, OutputHead, ResnetBlock, TimeEmbedding, ZMapping, conv3x3
-from .ncsnpp import Level, check_supported, level_resolutions, official_order
+from .layers import AttnBlock, FIRDownsample, OutputHead, ResnetBlock, TimeEmbedding, ZMapping, conv3x3
+from .ncsnpp import Level, check_supported, level_resolutions, official_order, unet_forward
 from .wavelet_blocks import FrequencyBottleneck, WaveletDownBlock, WaveletInputPyramid, WaveletUpBlock
 
 
@@ -82,41 +82,7 @@ class WaveletNCSNpp(nn.Module):
         self.z_mapping = ZMapping(cfg.nz, cfg.z_emb_dim, cfg.n_mlp)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        use_freq = self.cfg.use_freq
-        zemb = self.z_mapping(z)
-        temb = self.time_embed(t)
-        if not self.cfg.centered:
-            x = 2 * x - 1.0
-        pyramid = x
-        h = self.conv_in(x)
-        skips, highs = [h], []
-        for level in self.encoder:
-            for i, block in enumerate(level.blocks):
-                h = block(h, temb, zemb)
-                if len(level.attns):
-                    h = level.attns[i](h)
-                skips.append(h)
-            if level.resample is not None:
-                if use_freq:
-                    h, hi = level.resample(h, temb, zemb)
-                    highs.append(hi)
-                else:
-                    h = level.resample(h, temb, zemb)
-                if level.pyramid is not None:
-                    pyramid = h = self._merge(level.pyramid(pyramid), h)
-                skips.append(h)
-        h = self.middle(h, temb, zemb)
-        for level in self.decoder:
-            for block in level.blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), temb, zemb)
-            for a in level.attns:
-                h = a(h)
-            if level.resample is not None:
-                h = level.resample(h, temb, zemb, highs.pop()) if use_freq else level.resample(h, temb, zemb)
-        return self.head(h)
-
-    def _merge(self, pyramid: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return (pyramid + h) * SQRT_HALF if self.cfg.skip_rescale else pyramid + h
+        return unet_forward(self, x, t, z, carries_highs=self.cfg.use_freq)
 
     def official_order(self) -> list[nn.Module]:
         """Our modules in the order of the authors' flat `all_modules` list (for checkpoint conversion)."""
