@@ -45,6 +45,18 @@ def test_round_trip_and_orthonormal(shape):
     torch.testing.assert_close(idwt_bands(*dwt_bands(x)), x, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (3, 8, 2, 2), (1, 4, 4, 6)])
+def test_strided_and_channels_last_inputs(shape):
+    """Band slices, channels-last activations and tiny maps are valid inputs, not only fresh tensors."""
+    x = torch.randn(shape, dtype=torch.float64)
+    expected = dwt(x)
+    torch.testing.assert_close(dwt(x.to(memory_format=torch.channels_last)), expected)
+    wide = torch.randn(shape[0], 4 * shape[1] + 5, shape[2] // 2, shape[3] // 2, dtype=torch.float64)
+    sliced = wide[:, 5:]  # a non-contiguous view, as when the high bands are split off
+    torch.testing.assert_close(idwt(sliced), idwt(sliced.contiguous()))
+    torch.testing.assert_close(idwt(expected.to(memory_format=torch.channels_last)), x)
+
+
 def test_gradients_flow_and_are_exact():
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(dwt, (x,))

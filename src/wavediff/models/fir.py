@@ -1,9 +1,16 @@
 """FIR up/down-sampling (StyleGAN2 / NCSN++ "fir" resampling), pure PyTorch.
 
-`upfirdn2d` upsamples by zero insertion, pads, convolves with a 2-D FIR kernel
-and downsamples, channel by channel. Instead of materialising the zero-inserted
-image we use a transposed convolution for `up > 1` and a strided convolution for
-`down > 1` (channels folded into the batch): the same sums, less work.
+`upfirdn2d` upsamples by zero insertion, pads, convolves with a FIR kernel and
+downsamples, channel by channel. Two implementations of the same sums:
+
+* separable kernels (1-D, applied along both axes; every kernel the models use)
+  on the CPU: a few shifted, strided slices per axis, and polyphase filtering
+  for upsampling, so no zero-inserted image is ever built. oneDNN's
+  single-channel convolutions, and above all their backward pass, are slow on
+  small tensors: this path is 3-6x faster for downsampling and 2-4x for
+  upsampling, forward plus backward (benchmarks/bench_models.py);
+* 2-D kernels, and other devices: a transposed convolution for `up > 1` and a
+  strided convolution for `down > 1`, channels folded into the batch.
 """
 from __future__ import annotations
 
@@ -22,20 +29,80 @@ def make_kernel(k: Sequence[float] | torch.Tensor) -> torch.Tensor:
     return k / k.sum()
 
 
+def _kernel_1d(k: Sequence[float], gain: float) -> list[float]:
+    """The 1-D factor of the separable kernel `make_kernel(k) * gain`, gain split over both axes."""
+    total = float(sum(k))
+    return [float(v) / total * gain ** 0.5 for v in k]
+
+
 def _single(kernel: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return kernel.to(device=like.device, dtype=like.dtype)[None, None]
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
+def _pad_axis(x: torch.Tensor, dim: int, left: int, right: int) -> torch.Tensor:
+    """Zero-pad (negative: crop) dimension `dim` of a 4-D tensor (2 = H, 3 = W)."""
+    if left == 0 and right == 0:
+        return x
+    return F.pad(x, [left, right] if dim == 3 else [0, 0, left, right])
+
+
+def _taps(x: torch.Tensor, dim: int, k: Sequence[float], start: int, count: int, step: int) -> torch.Tensor:
+    """sum_j k[j] * x[start + j + step * i] along `dim`, for i < count."""
+    out = None
+    for j, kj in enumerate(k):
+        s = x.narrow(dim, start + j, step * (count - 1) + 1)
+        if step > 1:
+            s = s[:, :, ::step] if dim == 2 else s[:, :, :, ::step]
+        out = s * kj if out is None else out.add(s, alpha=kj)
+    return out
+
+
+def _upfirdn1d(x: torch.Tensor, k: Sequence[float], dim: int, up: int, down: int, pad: tuple[int, int]) -> torch.Tensor:
+    """`upfirdn` along one axis with 1-D kernel `k` (correlation with the flipped kernel)."""
+    kf, n, (p0, p1) = list(k)[::-1], x.shape[dim], pad
+    n_out = (n * up + p0 + p1 - len(kf)) // down + 1
+    if up == 1:
+        return _taps(_pad_axis(x, dim, p0, p1), dim, kf, 0, n_out, down)
+    if down > 1:  # rare: upsample then subsample the result
+        return _upfirdn1d(x, k, dim, up, 1, pad).narrow(dim, 0, down * (n_out - 1) + 1)[
+            (slice(None),) * dim + (slice(None, None, down),)]
+    # Polyphase: output up*i + r only meets the kernel taps j with (r + j - p0) % up == 0,
+    # which read input sample i + (r + j - p0) // up.
+    count = -(-n_out // up)
+    phases = [[(j, (r + j - p0) // up) for j in range(len(kf)) if (r + j - p0) % up == 0] for r in range(up)]
+    offsets = [off for ph in phases for _, off in ph] or [0]
+    left, right = max(0, -min(offsets)), max(0, max(offsets) + count - n)
+    xp = _pad_axis(x, dim, left, right)
+    outs = []
+    for ph in phases:
+        if not ph:
+            outs.append(torch.zeros_like(xp.narrow(dim, 0, count)))
+            continue
+        y = None
+        for j, off in ph:
+            s = xp.narrow(dim, off + left, count)
+            y = s * kf[j] if y is None else y.add(s, alpha=kf[j])
+        outs.append(y)
+    return torch.stack(outs, dim=dim + 1).flatten(dim, dim + 1).narrow(dim, 0, n_out)
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor | Sequence[float], up: int = 1, down: int = 1,
               pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Upsample (zero insertion) by `up`, pad by `pad` on both axes, FIR-filter, downsample by `down`.
 
+    `kernel` is 2-D, or 1-D for a separable kernel (the same factor on both axes).
     Output size per axis: (size * up + pad[0] + pad[1] - kernel_size) // down + 1.
     """
+    kernel = torch.as_tensor(kernel) if not isinstance(kernel, torch.Tensor) else kernel
+    if kernel.dim() == 1:
+        k = kernel.tolist()
+        if x.device.type == "cpu":
+            return _upfirdn1d(_upfirdn1d(x, k, 3, up, down, pad), k, 2, up, down, pad)
+        kernel = torch.outer(kernel, kernel)
     b, c, h, w = x.shape
     kh, kw = kernel.shape
     p0, p1 = pad
-    x = x.reshape(b * c, 1, h, w)  # single-channel convs: much faster on CPU than groups=c
+    x = x.reshape(b * c, 1, h, w)  # single-channel convs: much faster than groups=c
     if up > 1:
         # Transposed conv == full correlation of the zero-inserted input with the flipped kernel,
         # i.e. of the input padded by (k - 1); shift that window onto the requested padding.
@@ -52,25 +119,25 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
 
 def upsample_2d(x: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2, gain: float = 1) -> torch.Tensor:
     """FIR upsampling by `factor`; constant inputs are scaled by `gain`."""
-    kernel = make_kernel(k) * (gain * factor ** 2)
-    p = kernel.shape[0] - factor
+    kernel = torch.tensor(_kernel_1d(k, gain * factor ** 2))
+    p = len(k) - factor
     return upfirdn2d(x, kernel, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2))
 
 
 def downsample_2d(x: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2,
                   gain: float = 1) -> torch.Tensor:
     """FIR downsampling by `factor`; constant inputs are scaled by `gain`."""
-    kernel = make_kernel(k) * gain
-    p = kernel.shape[0] - factor
+    kernel = torch.tensor(_kernel_1d(k, gain))
+    p = len(k) - factor
     return upfirdn2d(x, kernel, down=factor, pad=((p + 1) // 2, p // 2))
 
 
 def upsample_conv_2d(x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2,
                      gain: float = 1) -> torch.Tensor:
     """Fused FIR upsampling and convolution with weight `w` [out, in, kh, kw] (StyleGAN2)."""
-    kernel = make_kernel(k) * (gain * factor ** 2)
+    kernel = torch.tensor(_kernel_1d(k, gain * factor ** 2))
     conv_k = w.shape[-1]
-    p = (kernel.shape[0] - factor) - (conv_k - 1)
+    p = (len(k) - factor) - (conv_k - 1)
     # A transposed conv with the spatially flipped, in/out-swapped weight is the "upsample then conv".
     y = F.conv_transpose2d(x, torch.flip(w, [2, 3]).transpose(0, 1), stride=factor)
     return upfirdn2d(y, kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1))
@@ -79,8 +146,8 @@ def upsample_conv_2d(x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 
 def conv_downsample_2d(x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2,
                        gain: float = 1) -> torch.Tensor:
     """Fused FIR downsampling and convolution with weight `w` [out, in, kh, kw] (StyleGAN2)."""
-    kernel = make_kernel(k) * gain
-    p = (kernel.shape[0] - factor) + (w.shape[-1] - 1)
+    kernel = torch.tensor(_kernel_1d(k, gain))
+    p = (len(k) - factor) + (w.shape[-1] - 1)
     return F.conv2d(upfirdn2d(x, kernel, pad=((p + 1) // 2, p // 2)), w, stride=factor)
 
 
