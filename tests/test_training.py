@@ -314,3 +314,22 @@ def test_two_process_ddp_keeps_ranks_identical(images, tmp_path):
     assert len(weights["sha256_per_rank"]) == 2 and weights["identical"]
     state = torch.load(run / "checkpoints" / "state_0000003.pt", weights_only=True)
     assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["train"], state["rng"][1]["train"])
+
+
+def test_time_budget_progress_bar_counts_minutes_not_unreachable_steps(tmp_path, monkeypatch):
+    from wavediff.training import logging as run_logging
+
+    clock = iter([100.0, 130.0, 190.0, 400.0, 500.0])
+    monkeypatch.setattr(run_logging, "_clock", lambda: next(clock))
+    log = run_logging.RunLog(tmp_path, total_steps=56_000, initial_step=0, time_budget_s=120.0)
+    assert log.bar.total == 120.0
+    log.advance(25)
+    log.advance(25)
+    assert log.bar.n == pytest.approx(90.0) and log.bar.postfix.startswith("step=50")
+    log.advance(25)  # past the budget: the bar stops full instead of overflowing
+    assert log.bar.n == pytest.approx(120.0)
+    log.close()
+    plain = run_logging.RunLog(tmp_path, total_steps=300, initial_step=10)
+    plain.advance(5)
+    assert (plain.bar.total, plain.bar.n) == (300, 15)
+    plain.close()

@@ -10,14 +10,27 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+_clock = time.perf_counter  # wall-time source of the budget bar (tests replace it)
+
 
 class RunLog:
-    def __init__(self, run_dir: Path | None, total_steps: int, initial_step: int):
+    """`time_budget_s` > 0 (a run limited by `train.max_minutes`): the bar counts wall time
+    against the budget, with the step in its postfix, instead of steps against a step
+    target the budget will never reach."""
+
+    def __init__(self, run_dir: Path | None, total_steps: int, initial_step: int, time_budget_s: float = 0.0):
         self.enabled = run_dir is not None
         self._file = open(run_dir / "log.jsonl", "a", encoding="utf-8") if run_dir is not None else None
         self._tb = _tensorboard(run_dir / "tensorboard") if run_dir is not None else None
-        self.bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
-                        disable=not self.enabled, mininterval=1.0)
+        self._budget, self._step, self._postfix = float(time_budget_s), initial_step, {}
+        self._last = _clock()
+        if self._budget > 0:
+            fmt = f"{{percentage:3.0f}}%|{{bar}}| {{elapsed}} of {self._budget / 60:g} min{{postfix}}"
+            self.bar = tqdm(total=self._budget, bar_format=fmt, dynamic_ncols=True, disable=not self.enabled,
+                            mininterval=1.0)
+        else:
+            self.bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
+                            disable=not self.enabled, mininterval=1.0)
 
     def event(self, event: str, **fields) -> None:
         """Append one record `{"event": event, "time": ..., **fields}`."""
@@ -32,13 +45,26 @@ class RunLog:
             return
         self.event("train", step=step, **values)
         shown = {k: values[k] for k in ("loss_d", "loss_g", "images_per_s") if k in values}
-        self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+        self._postfix = {k: f"{v:.3g}" for k, v in shown.items()}
+        self._show_postfix()
         if self._tb is not None:
             for k, v in values.items():
                 self._tb.add_scalar(f"train/{k}", v, step)
 
     def advance(self, steps: int = 1) -> None:
-        self.bar.update(steps)
+        self._step += steps
+        if self._budget <= 0:
+            self.bar.update(steps)
+            return
+        now = _clock()
+        self.bar.update(min(now - self._last, self._budget - self.bar.n))
+        self._last = now
+        if self._step % 25 == 0:
+            self._show_postfix()
+
+    def _show_postfix(self) -> None:
+        extra = {"step": self._step} if self._budget > 0 else {}
+        self.bar.set_postfix({**extra, **self._postfix}, refresh=False)
 
     def write(self, line: str) -> None:
         """A message printed above the bar (stdout)."""

@@ -196,7 +196,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.run_dir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json()))
         ctx.barrier()
-        self.log = RunLog(self.run_dir if ctx.is_main else None, self.total_steps, self.step)
+        self.log = RunLog(self.run_dir if ctx.is_main else None, self.total_steps, self.step,
+                          time_budget_s=60 * cfg.train.max_minutes)
         self.log.event("resume" if self.resumed_from else "start", step=self.step, epoch=self.epoch,
                        resumed_from=self.resumed_from, world_size=ctx.world_size,
                        batch_per_process=cfg.train.batch_size, global_batch=self.global_batch,
