@@ -7,8 +7,8 @@ downsamples, channel by channel. Two implementations of the same sums:
   on the CPU: a few shifted, strided slices per axis, and polyphase filtering
   for upsampling, so no zero-inserted image is ever built. oneDNN's
   single-channel convolutions, and above all their backward pass, are slow on
-  small tensors: this path is 3-6x faster for downsampling and 2-4x for
-  upsampling, forward plus backward (benchmarks/bench_models.py);
+  small tensors: forward plus backward, this path is 1.7-4.5x faster for
+  downsampling and 1.1-5x for upsampling (benchmarks/bench_layers.py);
 * 2-D kernels, and other devices: a transposed convolution for `up > 1` and a
   strided convolution for `down > 1`, channels folded into the batch.
 """
