@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock training budget (default 9)")
+    p.add_argument("--minutes", type=float, default=8.0, help="wall-clock training budget (default 8)")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=0, help="stop after this many steps instead (0: use --minutes)")
