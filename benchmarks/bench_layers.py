@@ -56,8 +56,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    k1 = torch.tensor(_kernel_1d((1, 3, 3, 1), 1.0))
-    k1_up = torch.tensor(_kernel_1d((1, 3, 3, 1), 4.0))
+    k1 = _kernel_1d((1, 3, 3, 1), 1.0)
+    k1_up = _kernel_1d((1, 3, 3, 1), 4.0)
     k2, k2_up = make_kernel((1, 3, 3, 1)), make_kernel((1, 3, 3, 1)) * 4
     cases = {
         "FIR down /2": (lambda x: upfirdn2d(x, k1, down=2, pad=(1, 1)), lambda x: upfirdn2d(x, k2, down=2, pad=(1, 1))),

@@ -14,6 +14,7 @@ downsamples, channel by channel. Two implementations of the same sums:
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -29,10 +30,11 @@ def make_kernel(k: Sequence[float] | torch.Tensor) -> torch.Tensor:
     return k / k.sum()
 
 
-def _kernel_1d(k: Sequence[float], gain: float) -> list[float]:
+@functools.lru_cache(maxsize=None)
+def _kernel_1d(k: tuple[float, ...], gain: float) -> tuple[float, ...]:
     """The 1-D factor of the separable kernel `make_kernel(k) * gain`, gain split over both axes."""
     total = float(sum(k))
-    return [float(v) / total * gain ** 0.5 for v in k]
+    return tuple(float(v) / total * gain ** 0.5 for v in k)
 
 
 def _single(kernel: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -46,14 +48,11 @@ def _pad_axis(x: torch.Tensor, dim: int, left: int, right: int) -> torch.Tensor:
     return F.pad(x, [left, right] if dim == 3 else [0, 0, left, right])
 
 
-def _taps(x: torch.Tensor, dim: int, k: Sequence[float], start: int, count: int, step: int) -> torch.Tensor:
-    """sum_j k[j] * x[start + j + step * i] along `dim`, for i < count."""
+def _weighted_sum(terms) -> torch.Tensor:
+    """sum of weight * tensor over (weight, tensor) pairs, without a zero tensor to start from."""
     out = None
-    for j, kj in enumerate(k):
-        s = x.narrow(dim, start + j, step * (count - 1) + 1)
-        if step > 1:
-            s = s[:, :, ::step] if dim == 2 else s[:, :, :, ::step]
-        out = s * kj if out is None else out.add(s, alpha=kj)
+    for weight, t in terms:
+        out = t * weight if out is None else out.add(t, alpha=weight)
     return out
 
 
@@ -61,11 +60,13 @@ def _upfirdn1d(x: torch.Tensor, k: Sequence[float], dim: int, up: int, down: int
     """`upfirdn` along one axis with 1-D kernel `k` (correlation with the flipped kernel)."""
     kf, n, (p0, p1) = list(k)[::-1], x.shape[dim], pad
     n_out = (n * up + p0 + p1 - len(kf)) // down + 1
+    every = (slice(None),) * dim + (slice(None, None, down),)  # subsampling along `dim`
     if up == 1:
-        return _taps(_pad_axis(x, dim, p0, p1), dim, kf, 0, n_out, down)
+        xp = _pad_axis(x, dim, p0, p1)
+        span = down * (n_out - 1) + 1
+        return _weighted_sum((kj, xp.narrow(dim, j, span)[every]) for j, kj in enumerate(kf))
     if down > 1:  # rare: upsample then subsample the result
-        return _upfirdn1d(x, k, dim, up, 1, pad).narrow(dim, 0, down * (n_out - 1) + 1)[
-            (slice(None),) * dim + (slice(None, None, down),)]
+        return _upfirdn1d(x, k, dim, up, 1, pad).narrow(dim, 0, down * (n_out - 1) + 1)[every]
     # Polyphase: output up*i + r only meets the kernel taps j with (r + j - p0) % up == 0,
     # which read input sample i + (r + j - p0) // up.
     count = -(-n_out // up)
@@ -73,16 +74,8 @@ def _upfirdn1d(x: torch.Tensor, k: Sequence[float], dim: int, up: int, down: int
     offsets = [off for ph in phases for _, off in ph] or [0]
     left, right = max(0, -min(offsets)), max(0, max(offsets) + count - n)
     xp = _pad_axis(x, dim, left, right)
-    outs = []
-    for ph in phases:
-        if not ph:
-            outs.append(torch.zeros_like(xp.narrow(dim, 0, count)))
-            continue
-        y = None
-        for j, off in ph:
-            s = xp.narrow(dim, off + left, count)
-            y = s * kf[j] if y is None else y.add(s, alpha=kf[j])
-        outs.append(y)
+    outs = [_weighted_sum((kf[j], xp.narrow(dim, off + left, count)) for j, off in ph) if ph
+            else torch.zeros_like(xp.narrow(dim, 0, count)) for ph in phases]
     return torch.stack(outs, dim=dim + 1).flatten(dim, dim + 1).narrow(dim, 0, n_out)
 
 
@@ -90,15 +83,14 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor | Sequence[float], up: int =
               pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Upsample (zero insertion) by `up`, pad by `pad` on both axes, FIR-filter, downsample by `down`.
 
-    `kernel` is 2-D, or 1-D for a separable kernel (the same factor on both axes).
-    Output size per axis: (size * up + pad[0] + pad[1] - kernel_size) // down + 1.
+    `kernel` is a 2-D tensor, or a 1-D sequence or tensor for a separable kernel (the
+    same factor on both axes). Output size per axis: (size * up + pad[0] + pad[1] - kernel_size) // down + 1.
     """
-    kernel = torch.as_tensor(kernel) if not isinstance(kernel, torch.Tensor) else kernel
-    if kernel.dim() == 1:
-        k = kernel.tolist()
+    if not isinstance(kernel, torch.Tensor) or kernel.dim() == 1:
+        k = [float(v) for v in kernel]
         if x.device.type == "cpu":
             return _upfirdn1d(_upfirdn1d(x, k, 3, up, down, pad), k, 2, up, down, pad)
-        kernel = torch.outer(kernel, kernel)
+        kernel = torch.outer(torch.tensor(k), torch.tensor(k))
     b, c, h, w = x.shape
     kh, kw = kernel.shape
     p0, p1 = pad
@@ -119,7 +111,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor | Sequence[float], up: int =
 
 def upsample_2d(x: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2, gain: float = 1) -> torch.Tensor:
     """FIR upsampling by `factor`; constant inputs are scaled by `gain`."""
-    kernel = torch.tensor(_kernel_1d(k, gain * factor ** 2))
+    kernel = _kernel_1d(tuple(k), gain * factor ** 2)
     p = len(k) - factor
     return upfirdn2d(x, kernel, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2))
 
@@ -127,7 +119,7 @@ def upsample_2d(x: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int 
 def downsample_2d(x: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2,
                   gain: float = 1) -> torch.Tensor:
     """FIR downsampling by `factor`; constant inputs are scaled by `gain`."""
-    kernel = torch.tensor(_kernel_1d(k, gain))
+    kernel = _kernel_1d(tuple(k), gain)
     p = len(k) - factor
     return upfirdn2d(x, kernel, down=factor, pad=((p + 1) // 2, p // 2))
 
@@ -135,7 +127,7 @@ def downsample_2d(x: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: in
 def upsample_conv_2d(x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2,
                      gain: float = 1) -> torch.Tensor:
     """Fused FIR upsampling and convolution with weight `w` [out, in, kh, kw] (StyleGAN2)."""
-    kernel = torch.tensor(_kernel_1d(k, gain * factor ** 2))
+    kernel = _kernel_1d(tuple(k), gain * factor ** 2)
     conv_k = w.shape[-1]
     p = (len(k) - factor) - (conv_k - 1)
     # A transposed conv with the spatially flipped, in/out-swapped weight is the "upsample then conv".
@@ -146,7 +138,7 @@ def upsample_conv_2d(x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 
 def conv_downsample_2d(x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2,
                        gain: float = 1) -> torch.Tensor:
     """Fused FIR downsampling and convolution with weight `w` [out, in, kh, kw] (StyleGAN2)."""
-    kernel = torch.tensor(_kernel_1d(k, gain))
+    kernel = _kernel_1d(tuple(k), gain)
     p = (len(k) - factor) + (w.shape[-1] - 1)
     return F.conv2d(upfirdn2d(x, kernel, pad=((p + 1) // 2, p // 2)), w, stride=factor)
 

@@ -261,8 +261,10 @@ class Trainer:
         budget = self.cfg.train.max_minutes
         if budget <= 0:
             return False
-        over = torch.tensor(float(time.perf_counter() - self._started > budget * 60), device=self.device)
-        self.stopped_early = bool(self.ctx.all_reduce(over, "max"))
+        over = time.perf_counter() - self._started > budget * 60
+        if self.ctx.distributed:  # every rank stops at the same step; one process needs no tensor (or GPU sync)
+            over = bool(self.ctx.all_reduce(torch.tensor(float(over), device=self.device), "max"))
+        self.stopped_early = over
         if self.stopped_early:
             if self._window_steps:
                 self._log_window()
