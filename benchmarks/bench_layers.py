@@ -10,6 +10,7 @@ Ratio > 1 means the sliced path is faster.
 
     python benchmarks/bench_layers.py [--threads 2] [--repeats 30]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,12 @@ import torch.nn.functional as F
 from wavediff.models.fir import _kernel_1d, make_kernel, upfirdn2d
 from wavediff.wavelets import dwt, idwt
 
-HAAR = torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [-1.0, -1.0]],
-                     [[1.0, -1.0], [1.0, -1.0]], [[1.0, -1.0], [-1.0, 1.0]]]).unsqueeze(1) * 0.5
+HAAR = (
+    torch.tensor(
+        [[[1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [-1.0, -1.0]], [[1.0, -1.0], [1.0, -1.0]], [[1.0, -1.0], [-1.0, 1.0]]]
+    ).unsqueeze(1)
+    * 0.5
+)
 
 
 def conv_dwt(x):

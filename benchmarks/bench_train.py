@@ -8,6 +8,7 @@ process so its peak RSS is its own. Ratio > 1 means we are faster / smaller.
 
     python benchmarks/bench_train.py [--repeats 5] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,12 @@ import torch
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "fixtures" / "tiny_wavelet_config.json"
 # (config, batch) -> authors' seconds per iteration (with R1, without R1)
-AUTHORS = {("cifar10", 8): (1.72, 1.50), ("cifar10", 32): (7.41, 5.93),
-           ("tiny", 8): (0.222, 0.163), ("tiny", 32): (0.787, 0.536)}
+AUTHORS = {
+    ("cifar10", 8): (1.72, 1.50),
+    ("cifar10", 32): (7.41, 5.93),
+    ("tiny", 8): (0.222, 0.163),
+    ("tiny", 32): (0.787, 0.536),
+}
 AUTHORS_PEAK_GIB = 2.6  # cifar10, B=32
 
 
@@ -55,9 +60,15 @@ def time_one(name: str, batch: int, repeats: int, threads: int) -> dict:
     torch.manual_seed(0)
     G, D = build_generator(cfg.generator), build_discriminator(cfg.discriminator)
     adam = dict(betas=(cfg.train.beta1, cfg.train.beta2), fused=True)
-    step = TrainStep(Nets(G, D, G, D, G, D), torch.optim.Adam(G.parameters(), cfg.train.lr_g, **adam),
-                     torch.optim.Adam(D.parameters(), cfg.train.lr_d, **adam), VPDiffusion(cfg.diffusion), cfg,
-                     torch.Generator().manual_seed(0), torch.device("cpu"))
+    step = TrainStep(
+        Nets(G, D, G, D, G, D),
+        torch.optim.Adam(G.parameters(), cfg.train.lr_g, **adam),
+        torch.optim.Adam(D.parameters(), cfg.train.lr_d, **adam),
+        VPDiffusion(cfg.diffusion),
+        cfg,
+        torch.Generator().manual_seed(0),
+        torch.device("cpu"),
+    )
     ema = EMA(G, cfg.train.ema_decay)
     res = cfg.data_resolution
     x0 = torch.rand(batch, cfg.data_channels, res, res, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -73,7 +84,7 @@ def time_one(name: str, batch: int, repeats: int, threads: int) -> dict:
     for r1 in (True, False):
         iteration(r1)  # warm-up
         out["r1" if r1 else "no_r1"] = statistics.median(iteration(r1) for _ in range(repeats))
-    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return out
 
 
@@ -86,20 +97,40 @@ def main() -> None:
     if args.one:
         print(json.dumps(time_one(args.one[0], int(args.one[1]), args.repeats, args.threads)))
         return
-    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} after warm-up; load average "
-          f"{os.getloadavg()[0]:.1f} (other processes on the cores distort CPU timings badly)")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} after warm-up; load average "
+        f"{os.getloadavg()[0]:.1f} (other processes on the cores distort CPU timings badly)"
+    )
     print(f"{'config':<18}{'R1':<6}{'ours s/it':>10}{'img/s':>8}{'authors':>9}{'ratio':>7}")
     for (name, batch), authors in AUTHORS.items():
-        child = subprocess.run([sys.executable, __file__, "--one", name, str(batch), "--repeats", str(args.repeats),
-                                "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                name,
+                str(batch),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(child.stdout.strip().splitlines()[-1])
         for key, ref in zip(("r1", "no_r1"), authors):
-            print(f"{name + ' B=' + str(batch):<18}{'yes' if key == 'r1' else 'no':<6}{r[key]:>10.3f}"
-                  f"{batch / r[key]:>8.1f}{ref:>9.3f}{ref / r[key]:>7.2f}")
+            print(
+                f"{name + ' B=' + str(batch):<18}{'yes' if key == 'r1' else 'no':<6}{r[key]:>10.3f}"
+                f"{batch / r[key]:>8.1f}{ref:>9.3f}{ref / r[key]:>7.2f}"
+            )
         if (name, batch) == ("cifar10", 32):
             peak = r["peak_rss_gib"]
-            print(f"{'cifar10 B=32 peak RSS':<24}{peak:>10.2f} GiB{AUTHORS_PEAK_GIB:>9.1f} GiB"
-                  f"{AUTHORS_PEAK_GIB / peak:>7.2f}")
+            print(
+                f"{'cifar10 B=32 peak RSS':<24}{peak:>10.2f} GiB{AUTHORS_PEAK_GIB:>9.1f} GiB"
+                f"{AUTHORS_PEAK_GIB / peak:>7.2f}"
+            )
 
 
 if __name__ == "__main__":

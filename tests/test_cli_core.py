@@ -1,4 +1,5 @@
 """convert-official, sample and bench end to end, and our checkpoint format's failure modes."""
+
 import numpy as np
 import pytest
 import torch
@@ -39,10 +40,13 @@ def test_converted_checkpoint_reproduces_the_authors_outputs(converted):
     torch.testing.assert_close(reorder_bands(out, "pywt", "dwt2d"), io["out"], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--official-args", FIXTURES / "tiny_normal_config.json"], "check num_channels_dae"),
-    (["--preset", "cifar10"], "expected shape"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--official-args", FIXTURES / "tiny_normal_config.json"], "check num_channels_dae"),
+        (["--preset", "cifar10"], "expected shape"),
+    ],
+)
 def test_convert_with_wrong_settings_is_one_line(tmp_path, capsys, argv, needle):
     code, _, err = run_cli(capsys, "convert-official", NETG, *argv, "-o", tmp_path / "x.safetensors")
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
@@ -84,6 +88,7 @@ def test_sample_folder_grid_and_authors_checkpoint(converted, tmp_path, capsys):
     grid = tmp_path / "grid.png"
     assert run_cli(capsys, "sample", NETG, "--official-args", ARGS, "--n", 4, "--out", grid)[0] == 0
     from PIL import Image
+
     assert Image.open(grid).size == (64, 64)
     code, _, err = run_cli(capsys, "sample", NETG, "--n", 2, "--out", grid)
     assert code == 2 and "--preset NAME or --official-args" in err

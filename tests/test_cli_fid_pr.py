@@ -1,5 +1,6 @@
 """`wavediff fid stats|compute` and `wavediff pr`, in process, offline (random Inception weights and a
 tiny TorchScript stand-in for VGG16). FID runs use --dims 64 to keep the matrix square root instant."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,24 @@ def env(tmp_path_factory):
     write_pngs(root / "a", a)
     write_pngs(root / "b", b)
     np.savez(root / "b.npz", images=b)
-    assert main(["fid", "stats", str(root / "a"), "-o", str(root / "ref_a.npz"), "--dims", "64",
-                 "--inception-weights", str(root / "inception.pth"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "fid",
+                "stats",
+                str(root / "a"),
+                "-o",
+                str(root / "ref_a.npz"),
+                "--dims",
+                "64",
+                "--inception-weights",
+                str(root / "inception.pth"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -36,8 +53,21 @@ def run(capsys, *argv) -> tuple[int, list[str], str]:
 
 
 def fid(capsys, env, samples, *extra) -> tuple[float, list[str], str]:
-    rc, lines, err = run(capsys, "fid", "compute", samples, "--ref", env / "ref_a.npz", "--dims", "64",
-                         "--inception-weights", env / "inception.pth", "--device", "cpu", *extra)
+    rc, lines, err = run(
+        capsys,
+        "fid",
+        "compute",
+        samples,
+        "--ref",
+        env / "ref_a.npz",
+        "--dims",
+        "64",
+        "--inception-weights",
+        env / "inception.pth",
+        "--device",
+        "cpu",
+        *extra,
+    )
     assert rc == 0, err
     return float(lines[-1]), lines, err
 
@@ -82,7 +112,7 @@ def test_compute_from_checkpoint_generates_n_images(capsys, env, monkeypatch, tm
     def fake_generate(checkpoint, seeds, batch_size, device, precision, **kw):
         calls.append((checkpoint, list(seeds), batch_size, device, precision))
         for i in range(0, len(seeds), batch_size):
-            yield images[i:i + batch_size]
+            yield images[i : i + batch_size]
 
     monkeypatch.setattr(wavediff.sampling, "generate_uint8", fake_generate)
     ckpt = tmp_path / "model.safetensors"
@@ -96,8 +126,20 @@ def test_compute_from_checkpoint_generates_n_images(capsys, env, monkeypatch, tm
 
 
 def test_paper_protocol_needs_50k_unless_allowed(capsys, env):
-    rc, _, err = run(capsys, "fid", "compute", env / "b", "--ref", env / "ref_a.npz", "--dims", 64,
-                     "--protocol", "paper", "--inception-weights", env / "inception.pth")
+    rc, _, err = run(
+        capsys,
+        "fid",
+        "compute",
+        env / "b",
+        "--ref",
+        env / "ref_a.npz",
+        "--dims",
+        64,
+        "--protocol",
+        "paper",
+        "--inception-weights",
+        env / "inception.pth",
+    )
     assert_one_line_error(rc, err, "50000", "--allow-few")
     lossless, _, _ = fid(capsys, env, env / "b")
     paper, lines, err = fid(capsys, env, env / "b", "--protocol", "paper", "--allow-few")
@@ -117,23 +159,49 @@ def test_stats_through_a_preset_pipeline(capsys, env, monkeypatch, tmp_path):
         return torch.utils.data.TensorDataset(tensors)
 
     monkeypatch.setattr(wavediff.data, "build_dataset", fake_build_dataset)
-    rc, lines, err = run(capsys, "fid", "stats", tmp_path / "cifar", "--preset", "cifar10", "-o",
-                         tmp_path / "ref.npz", "--dims", 64, "--inception-weights", env / "inception.pth",
-                         "--max-images", 5)
+    rc, lines, err = run(
+        capsys,
+        "fid",
+        "stats",
+        tmp_path / "cifar",
+        "--preset",
+        "cifar10",
+        "-o",
+        tmp_path / "ref.npz",
+        "--dims",
+        64,
+        "--inception-weights",
+        env / "inception.pth",
+        "--max-images",
+        5,
+    )
     assert rc == 0, err
     assert seen == {"path": str(tmp_path / "cifar"), "hflip": False}
     stats = load_stats(tmp_path / "ref.npz")
     assert stats.n == 5 and stats.meta["dataset"] == "cifar10" and stats.meta["preset"] == "cifar10"
-    rc, _, err = run(capsys, "fid", "stats", env / "b.npz", "-o", tmp_path / "ref_npz.npz", "--dims", 64,
-                     "--inception-weights", env / "inception.pth", "--max-images", 5)
+    rc, _, err = run(
+        capsys,
+        "fid",
+        "stats",
+        env / "b.npz",
+        "-o",
+        tmp_path / "ref_npz.npz",
+        "--dims",
+        64,
+        "--inception-weights",
+        env / "inception.pth",
+        "--max-images",
+        5,
+    )
     direct = load_stats(tmp_path / "ref_npz.npz")
     assert frechet_distance(stats.mu, stats.sigma, direct.mu, direct.sigma) == pytest.approx(0, abs=1e-6)
 
 
 def test_fid_errors_are_one_line(capsys, env, tmp_path):
     weights = ["--inception-weights", env / "inception.pth"]
-    rc, _, err = run(capsys, "fid", "stats", env / "a", "-o", tmp_path / "r.npz", "--inception-weights",
-                     tmp_path / "missing.pth")
+    rc, _, err = run(
+        capsys, "fid", "stats", env / "a", "-o", tmp_path / "r.npz", "--inception-weights", tmp_path / "missing.pth"
+    )
     assert_one_line_error(rc, err, "missing.pth", "github.com/mseitzer/pytorch-fid/releases", "--inception-weights")
 
     np.savez(tmp_path / "ref_2048.npz", mu=np.zeros(2048), sigma=np.eye(2048))
@@ -158,8 +226,18 @@ def test_authors_npy_reference(capsys, env, tmp_path):
     ref = load_stats(env / "ref_a.npz")
     with open(tmp_path / "stat.npy", "wb") as f:
         np.save(f, {"mu": ref.mu, "sigma": ref.sigma}, allow_pickle=True)
-    rc, lines, err = run(capsys, "fid", "compute", env / "a", "--ref", tmp_path / "stat.npy", "--dims", 64,
-                         "--inception-weights", env / "inception.pth")
+    rc, lines, err = run(
+        capsys,
+        "fid",
+        "compute",
+        env / "a",
+        "--ref",
+        tmp_path / "stat.npy",
+        "--dims",
+        64,
+        "--inception-weights",
+        env / "inception.pth",
+    )
     assert rc == 0, err
     assert abs(float(lines[-1])) < 1e-2 and "n=unknown" in lines[-3]
 
@@ -170,8 +248,9 @@ def test_pr_command(capsys, env, tmp_path):
     assert rc == 0, err
     assert lines[-2:] == ["precision 1.0000", "recall 1.0000"]
     assert "Kynkaanniemi" in lines[0] and "k=3" in lines[0] and "pr50k3" in lines[0]
-    rc, lines, err = run(capsys, "pr", env / "b.npz", "--real", env / "a", "--vgg16", tmp_path / "vgg16.pt",
-                         "--n", 5, "--max-real", 4)
+    rc, lines, err = run(
+        capsys, "pr", env / "b.npz", "--real", env / "a", "--vgg16", tmp_path / "vgg16.pt", "--n", 5, "--max-real", 4
+    )
     assert rc == 0, err
     assert "n=5" in lines[1] and "n=4" in lines[2]
     assert lines[-2].startswith("precision 0.") or lines[-2] == "precision 1.0000"

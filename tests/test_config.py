@@ -47,13 +47,22 @@ def test_paper_presets_equal_the_authors_run_lines(name):
     assert ours.generator.resolution == ref["current_resolution"]
     t = ours.train
     a = from_args.train
-    assert (t.lr_g, t.lr_d, t.ema_decay, t.r1_gamma, t.lazy_reg, t.batch_size, t.num_epoch, t.rec_loss) == \
-        (a.lr_g, a.lr_d, a.ema_decay, a.r1_gamma, a.lazy_reg, a.batch_size, a.num_epoch, a.rec_loss)
+    assert (t.lr_g, t.lr_d, t.ema_decay, t.r1_gamma, t.lazy_reg, t.batch_size, t.num_epoch, t.rec_loss) == (
+        a.lr_g,
+        a.lr_d,
+        a.ema_decay,
+        a.r1_gamma,
+        a.lazy_reg,
+        a.batch_size,
+        a.num_epoch,
+        a.rec_loss,
+    )
 
 
 def test_overrides_coerce_types_and_reject_unknown_fields():
-    cfg = get_preset("tiny").override(["train.lr_g=2e-4", "generator.ch_mult=1,2", "train.rec_loss=false",
-                                       "data.path=/x"])
+    cfg = get_preset("tiny").override(
+        ["train.lr_g=2e-4", "generator.ch_mult=1,2", "train.rec_loss=false", "data.path=/x"]
+    )
     assert cfg.train.lr_g == 2e-4 and cfg.generator.ch_mult == (1, 2) and cfg.train.rec_loss is False
     assert cfg.data.path == "/x"
     with pytest.raises(ConfigError, match="unknown config field 'train.lr'"):

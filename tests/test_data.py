@@ -1,5 +1,6 @@
 """Data pipeline: every dataset kind on tiny files written here (never downloads),
 error messages, picklability with spawned workers, and the resumable order."""
+
 from __future__ import annotations
 
 import io
@@ -13,8 +14,15 @@ import torch
 from PIL import Image
 
 from wavediff.config import DataConfig
-from wavediff.data import (build_dataloader, build_dataset, iter_image_folder_uint8, lmdb_datasets,
-                           load_digits_arrays, load_image_folder_uint8, torchvision_sets)
+from wavediff.data import (
+    build_dataloader,
+    build_dataset,
+    iter_image_folder_uint8,
+    lmdb_datasets,
+    load_digits_arrays,
+    load_image_folder_uint8,
+    torchvision_sets,
+)
 from wavediff.errors import ConfigError, DataError
 
 
@@ -48,17 +56,19 @@ def _cfg(dataset: str, path="", size=16, hflip=False, max_images=0) -> DataConfi
 def _no_download(monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("network disabled in tests")
+
     monkeypatch.setattr(torchvision_sets, "fetch_archive", refuse)
 
 
 # --- CIFAR-10 / STL-10 ----------------------------------------------------------
+
 
 def _write_cifar(root, per_batch: int = 2) -> np.ndarray:
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     images = _pixels(5 * per_batch, 32, 32)
     for b in range(5):
-        rows = images[b * per_batch:(b + 1) * per_batch].transpose(0, 3, 1, 2).reshape(per_batch, -1)
+        rows = images[b * per_batch : (b + 1) * per_batch].transpose(0, 3, 1, 2).reshape(per_batch, -1)
         key = b"data" if b == 0 else "data"  # py2-era pickles load with either key type
         with open(folder / f"data_batch_{b + 1}", "wb") as f:
             pickle.dump({key: rows, "labels": [0] * per_batch}, f)
@@ -100,6 +110,7 @@ def test_stl10_unlabeled_binary_layout_and_resize(tmp_path):
 
 
 # --- LMDB datasets ----------------------------------------------------------------
+
 
 def test_lsun_lmdb_with_webp_and_jpeg_values(tmp_path):
     images = _pixels(4, 24, 40)
@@ -181,6 +192,7 @@ def test_lmdb_dataset_pickles_and_works_in_spawned_workers(tmp_path):
 
 # --- image folders ------------------------------------------------------------------
 
+
 def _make_folder(root) -> None:
     (root / "sub").mkdir(parents=True)
     rng = np.random.default_rng(1)
@@ -261,6 +273,7 @@ def test_hflip_is_random_and_seeded():
 
 # --- digits and raw folder reading ----------------------------------------------------
 
+
 def test_digits_arrays_and_dataset():
     images, labels = load_digits_arrays(32)
     assert images.shape == (1797, 32, 32, 3) and images.dtype == np.uint8
@@ -290,6 +303,7 @@ def test_load_image_folder_uint8(tmp_path):
 
 
 # --- loader ------------------------------------------------------------------------
+
 
 class _Indices(torch.utils.data.Dataset):
     def __init__(self, n: int):

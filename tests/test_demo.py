@@ -1,4 +1,5 @@
 """A shortened demo end to end: every output file is produced and well formed."""
+
 import json
 
 import numpy as np

@@ -7,8 +7,17 @@ from conftest import FIXTURES
 from wavediff.config import DiffusionConfig
 from wavediff.diffusion import VPDiffusion, randn
 
-ARRAYS = ["betas_full", "a_s", "sigmas", "a_s_cum", "sigmas_cum", "posterior_variance",
-          "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2"]
+ARRAYS = [
+    "betas_full",
+    "a_s",
+    "sigmas",
+    "a_s_cum",
+    "sigmas_cum",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+]
 
 
 @pytest.mark.parametrize("T", [1, 2, 4, 8])

@@ -4,16 +4,18 @@ import math
 import pytest
 import torch
 
+from conftest import FIXTURES, REF
 from wavediff.checkpoints.official import official_args_to_config, read_official_state_dict
-from wavediff.checkpoints.official_discriminator import (convert_discriminator_state, load_official_discriminator,
-                                                         official_discriminator_key_shapes)
+from wavediff.checkpoints.official_discriminator import (
+    convert_discriminator_state,
+    load_official_discriminator,
+    official_discriminator_key_shapes,
+)
 from wavediff.config import DiscriminatorConfig
 from wavediff.errors import CheckpointError, ConfigError, WaveDiffError
 from wavediff.models.discriminator import MinibatchStddev, build_discriminator
 from wavediff.presets import get_preset
 from wavediff.wavelets import reorder_bands
-
-from conftest import FIXTURES, REF
 
 PAPER_PRESETS = ["cifar10", "stl10", "celeba_256", "celeba_512", "celeba_1024", "lsun"]
 DISC_FIXTURES = ["tiny_disc_small", "tiny_disc_large"]
@@ -26,8 +28,9 @@ def _fixture_cfg(name):
 def _fixture_model(name):
     cfg = _fixture_cfg(name)
     model = build_discriminator(cfg)
-    model.load_state_dict(convert_discriminator_state(read_official_state_dict(FIXTURES / f"{name}_netD.pth",
-                                                                               part="D"), cfg))
+    model.load_state_dict(
+        convert_discriminator_state(read_official_state_dict(FIXTURES / f"{name}_netD.pth", part="D"), cfg)
+    )
     return model.eval()
 
 
@@ -132,30 +135,51 @@ def test_converter_is_strict_and_names_the_wrong_setting():
         return DiscriminatorConfig(**{**cfg.__dict__, **kw})
 
     # Wrong number of layers: the checkpoint has conv5, the config stops at conv4 (or wants conv6).
-    _one_line_error(lambda: convert_discriminator_state(official, variant(num_layers=4)), "unexpected key conv5.",
-                    "num_disc_layers: checkpoint 5, config 4")
-    _one_line_error(lambda: convert_discriminator_state(official, variant(num_layers=6)), "lacks conv6.",
-                    "num_disc_layers: checkpoint 5, config 6")
-    _one_line_error(lambda: convert_discriminator_state(official, variant(ngf=16)), "start_conv.weight",
-                    "ngf: checkpoint 8, config 16")
-    _one_line_error(lambda: convert_discriminator_state(official, variant(t_emb_dim=32)), "t_embed.main.0.weight",
-                    "t_emb_dim: checkpoint 16, config 32")
-    _one_line_error(lambda: convert_discriminator_state(official, variant(in_channels=3, band_order="pywt")), "start_conv.weight",
-                    "num_channels: checkpoint 12, config 3")
-    _one_line_error(lambda: convert_discriminator_state(official, variant(kind="small", num_layers=4)),
-                    "conv1.conv1.0.weight", "checkpoint large, config small")
+    _one_line_error(
+        lambda: convert_discriminator_state(official, variant(num_layers=4)),
+        "unexpected key conv5.",
+        "num_disc_layers: checkpoint 5, config 4",
+    )
+    _one_line_error(
+        lambda: convert_discriminator_state(official, variant(num_layers=6)),
+        "lacks conv6.",
+        "num_disc_layers: checkpoint 5, config 6",
+    )
+    _one_line_error(
+        lambda: convert_discriminator_state(official, variant(ngf=16)),
+        "start_conv.weight",
+        "ngf: checkpoint 8, config 16",
+    )
+    _one_line_error(
+        lambda: convert_discriminator_state(official, variant(t_emb_dim=32)),
+        "t_embed.main.0.weight",
+        "t_emb_dim: checkpoint 16, config 32",
+    )
+    _one_line_error(
+        lambda: convert_discriminator_state(official, variant(in_channels=3, band_order="pywt")),
+        "start_conv.weight",
+        "num_channels: checkpoint 12, config 3",
+    )
+    _one_line_error(
+        lambda: convert_discriminator_state(official, variant(kind="small", num_layers=4)),
+        "conv1.conv1.0.weight",
+        "checkpoint large, config small",
+    )
     dropped = dict(official)
     dropped.pop("conv2.dense_t1.bias")
-    _one_line_error(lambda: convert_discriminator_state(dropped, cfg), "lacks conv2.dense_t1.bias",
-                    "1 missing, 0 unexpected")
+    _one_line_error(
+        lambda: convert_discriminator_state(dropped, cfg), "lacks conv2.dense_t1.bias", "1 missing, 0 unexpected"
+    )
     extra = dict(official, **{"local_end_linear.weight": torch.zeros(1, 64)})
-    _one_line_error(lambda: convert_discriminator_state(extra, cfg), "unexpected key local_end_linear.weight",
-                    "use_local_loss")
+    _one_line_error(
+        lambda: convert_discriminator_state(extra, cfg), "unexpected key local_end_linear.weight", "use_local_loss"
+    )
 
 
 # ------------------------------------------------------------ input checks
-@pytest.mark.parametrize("batch,ok", [(1, True), (3, True), (4, True), (5, False), (6, False), (7, False),
-                                      (8, True), (9, False), (12, True)])
+@pytest.mark.parametrize(
+    "batch,ok", [(1, True), (3, True), (4, True), (5, False), (6, False), (7, False), (8, True), (9, False), (12, True)]
+)
 def test_minibatch_stddev_batch_sizes(batch, ok):
     model = build_discriminator(_tiny_cfg()).eval()
     x = torch.randn(batch, 12, 8, 8)
@@ -175,14 +199,15 @@ def test_minibatch_stddev_matches_definition():
     out = MinibatchStddev(4)(x)
     assert out.shape == (8, 6, 3, 2)
     for b in range(8):
-        group = x[b % 2::2]  # strided groups of 4: samples {0, 2, 4, 6} and {1, 3, 5, 7}
+        group = x[b % 2 :: 2]  # strided groups of 4: samples {0, 2, 4, 6} and {1, 3, 5, 7}
         expected = torch.sqrt(group.var(dim=0, unbiased=False) + 1e-8).mean()
         torch.testing.assert_close(out[b, 5], expected.expand(3, 2))
     torch.testing.assert_close(out[:, :5], x)
 
 
-@pytest.mark.parametrize("kind,layers,minimum", [("small", 3, 4), ("small", 4, 8), ("large", 3, 8),
-                                                 ("large", 5, 32), ("large", 6, 64)])
+@pytest.mark.parametrize(
+    "kind,layers,minimum", [("small", 3, 4), ("small", 4, 8), ("large", 3, 8), ("large", 5, 32), ("large", 6, 64)]
+)
 def test_too_small_input_names_minimum(kind, layers, minimum):
     model = build_discriminator(_tiny_cfg(kind=kind, num_layers=layers)).eval()
     t = torch.zeros(2, dtype=torch.long)

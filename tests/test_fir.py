@@ -2,8 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wavediff.models.fir import (FIRConv2d, conv_downsample_2d, downsample_2d, make_kernel, upfirdn2d,
-                                 upsample_2d)
+from wavediff.models.fir import FIRConv2d, conv_downsample_2d, downsample_2d, make_kernel, upfirdn2d, upsample_2d
 
 
 def naive_upfirdn2d(x, k, up, down, pad):
@@ -17,13 +16,22 @@ def naive_upfirdn2d(x, k, up, down, pad):
     out = torch.zeros(b, c, z.shape[2] - kh + 1, z.shape[3] - kw + 1, dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            out += kf[i, j] * z[:, :, i:i + out.shape[2], j:j + out.shape[3]]
+            out += kf[i, j] * z[:, :, i : i + out.shape[2], j : j + out.shape[3]]
     return out[:, :, ::down, ::down]
 
 
-@pytest.mark.parametrize("up,down,pad,ks", [(2, 1, (2, 1), 4), (1, 2, (1, 1), 4), (1, 1, (3, 3), 4),
-                                            (2, 1, (3, 2), 4), (1, 2, (2, 2), 3), (2, 2, (1, 1), 4),
-                                            (1, 1, (-1, -1), 2)])
+@pytest.mark.parametrize(
+    "up,down,pad,ks",
+    [
+        (2, 1, (2, 1), 4),
+        (1, 2, (1, 1), 4),
+        (1, 1, (3, 3), 4),
+        (2, 1, (3, 2), 4),
+        (1, 2, (2, 2), 3),
+        (2, 2, (1, 1), 4),
+        (1, 1, (-1, -1), 2),
+    ],
+)
 def test_upfirdn2d_matches_definition(up, down, pad, ks):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
@@ -31,10 +39,21 @@ def test_upfirdn2d_matches_definition(up, down, pad, ks):
     torch.testing.assert_close(upfirdn2d(x, k, up, down, pad), naive_upfirdn2d(x, k, up, down, pad))
 
 
-@pytest.mark.parametrize("up,down,pad,ks", [(2, 1, (2, 1), 4), (1, 2, (1, 1), 4), (1, 1, (3, 3), 4),
-                                            (2, 1, (3, 2), 4), (1, 2, (2, 2), 3), (2, 2, (1, 1), 4),
-                                            (1, 1, (-1, -1), 2), (3, 1, (1, 4), 5), (2, 1, (-1, 0), 4),
-                                            (4, 1, (0, 0), 2)])
+@pytest.mark.parametrize(
+    "up,down,pad,ks",
+    [
+        (2, 1, (2, 1), 4),
+        (1, 2, (1, 1), 4),
+        (1, 1, (3, 3), 4),
+        (2, 1, (3, 2), 4),
+        (1, 2, (2, 2), 3),
+        (2, 2, (1, 1), 4),
+        (1, 1, (-1, -1), 2),
+        (3, 1, (1, 4), 5),
+        (2, 1, (-1, 0), 4),
+        (4, 1, (0, 0), 2),
+    ],
+)
 def test_separable_upfirdn2d_matches_definition(up, down, pad, ks):
     """The sliced / polyphase path for 1-D kernels equals the 2-D definition, values and gradients."""
     torch.manual_seed(1)

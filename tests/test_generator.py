@@ -1,4 +1,5 @@
 """Generator modules: calling convention, boundary adapters, structure of the ablations, errors."""
+
 from __future__ import annotations
 
 import copy
@@ -11,8 +12,7 @@ from wavediff.config import GeneratorConfig
 from wavediff.errors import ConfigError
 from wavediff.models.generator import Generator, build_generator, patchify, unpatchify
 from wavediff.models.layers import FIRDownsample, ResnetBlock
-from wavediff.models.wavelet_blocks import (FrequencyBottleneck, WaveletDownBlock, WaveletInputPyramid,
-                                            WaveletUpBlock)
+from wavediff.models.wavelet_blocks import FrequencyBottleneck, WaveletDownBlock, WaveletInputPyramid, WaveletUpBlock
 from wavediff.presets import get_preset
 from wavediff.wavelets import reorder_bands
 
@@ -132,9 +132,19 @@ def test_ablation_switches_change_the_named_blocks():
     assert not {WaveletDownBlock, WaveletUpBlock, WaveletInputPyramid} & _types(plain)
 
 
-@pytest.mark.parametrize("changes", [dict(use_fbn=False), dict(use_freq=False), dict(use_residual=False),
-                                     dict(progressive_input="none"), dict(embedding_type="fourier"),
-                                     dict(centered=False), dict(conditional=False), dict(net_type="normal")])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(use_fbn=False),
+        dict(use_freq=False),
+        dict(use_residual=False),
+        dict(progressive_input="none"),
+        dict(embedding_type="fourier"),
+        dict(centered=False),
+        dict(conditional=False),
+        dict(net_type="normal"),
+    ],
+)
 def test_variants_run(changes):
     cfg = tiny(**changes)
     torch.manual_seed(0)
@@ -145,9 +155,17 @@ def test_variants_run(changes):
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("field,value", [("progressive", "output_skip"), ("progressive_input", "input_skip"),
-                                         ("resblock_type", "ddpm"), ("embedding_type", "learned"),
-                                         ("net_type", "unet"), ("band_order", "haar")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("progressive", "output_skip"),
+        ("progressive_input", "input_skip"),
+        ("resblock_type", "ddpm"),
+        ("embedding_type", "learned"),
+        ("net_type", "unet"),
+        ("band_order", "haar"),
+    ],
+)
 def test_unsupported_settings_raise_config_error(field, value):
     with pytest.raises(ConfigError, match=field):
         build_generator(tiny(**{field: value}))

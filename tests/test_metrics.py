@@ -1,5 +1,6 @@
 """Metrics: Frechet distance, streaming statistics, pytorch-fid parity, the paper's JPEG protocol,
 statistics files (incl. the authors' pickled .npy), and precision/recall against brute force."""
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,21 @@ import torch
 from PIL import Image
 
 from wavediff.errors import DataError, WaveDiffError
-from wavediff.metrics import (FIDStats, GaussianStats, InceptionFeatures, VGG16Features, fid_stats,
-                              folder_source, frechet_distance, iter_images, load_stats, manifold_radii,
-                              npz_source, precision_recall, save_stats)
+from wavediff.metrics import (
+    FIDStats,
+    GaussianStats,
+    InceptionFeatures,
+    VGG16Features,
+    fid_stats,
+    folder_source,
+    frechet_distance,
+    iter_images,
+    load_stats,
+    manifold_radii,
+    npz_source,
+    precision_recall,
+    save_stats,
+)
 from wavediff.metrics.images import jpeg_roundtrip
 from wavediff.metrics.sources import ImageSource
 
@@ -65,6 +78,7 @@ def weights(tmp_path_factory):
 
 # --- Frechet distance ------------------------------------------------------------------------------------------
 
+
 def test_frechet_distance_diagonal_closed_form():
     rng = np.random.default_rng(0)
     mu1, mu2 = rng.normal(size=16), rng.normal(size=16)
@@ -109,6 +123,7 @@ def test_gaussian_stats_match_numpy_over_batches():
 
 # --- pytorch-fid parity ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def two_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
@@ -131,8 +146,9 @@ def test_lossless_fid_equals_pytorch_fid(two_folders, weights, pytorch_fid_with)
     # dims=64 keeps the 64x64 matrix square root instant; the 2048-d statistics are compared below
     from pytorch_fid.fid_score import calculate_fid_given_paths
 
-    theirs = calculate_fid_given_paths([str(two_folders / "a"), str(two_folders / "b")], batch_size=4,
-                                       device="cpu", dims=64, num_workers=0)
+    theirs = calculate_fid_given_paths(
+        [str(two_folders / "a"), str(two_folders / "b")], batch_size=4, device="cpu", dims=64, num_workers=0
+    )
     inception = InceptionFeatures(weights, "cpu", dims=64)
     sa = fid_stats(folder_source(two_folders / "a"), inception, protocol="lossless", batch_size=5)
     sb = fid_stats(npz_source(two_folders / "b.npz"), inception, protocol="lossless", batch_size=3)
@@ -145,8 +161,9 @@ def test_pool3_statistics_equal_pytorch_fid(two_folders, weights, pytorch_fid_wi
     from pytorch_fid.fid_score import compute_statistics_of_path
     from pytorch_fid.inception import InceptionV3
 
-    mu, sigma = compute_statistics_of_path(str(two_folders / "a"), InceptionV3([3]), batch_size=3, dims=2048,
-                                           device="cpu", num_workers=0)
+    mu, sigma = compute_statistics_of_path(
+        str(two_folders / "a"), InceptionV3([3]), batch_size=3, dims=2048, device="cpu", num_workers=0
+    )
     inception = InceptionFeatures(weights, "cpu")
     ours = fid_stats(folder_source(two_folders / "a"), inception, protocol="lossless", batch_size=4)
     assert ours.n == 5 and ours.meta["image_size"] == [32, 32] and ours.meta["dims"] == 2048
@@ -185,6 +202,7 @@ def test_inception_weights_errors(tmp_path, monkeypatch):
 
 # --- the paper's JPEG protocol ---------------------------------------------------------------------------------
 
+
 def test_jpeg_roundtrip_matches_torchvision_save_image(tmp_path):
     import torchvision
 
@@ -200,7 +218,7 @@ def test_jpeg_roundtrip_matches_torchvision_save_image(tmp_path):
 
 def test_paper_protocol_round_trips_every_batch():
     images = smooth_images(5, seed=4)
-    source = ImageSource("test", "npz", 5, lambda b: (images[i:i + b] for i in range(0, 5, b)))
+    source = ImageSource("test", "npz", 5, lambda b: (images[i : i + b] for i in range(0, 5, b)))
     lossless = np.concatenate(list(iter_images(source, protocol="lossless", batch_size=2)))
     paper = np.concatenate(list(iter_images(source, protocol="paper", batch_size=2)))
     np.testing.assert_array_equal(lossless, images)
@@ -216,6 +234,7 @@ def test_iter_images_rejects_mixed_sizes():
 
 
 # --- statistics files ------------------------------------------------------------------------------------------
+
 
 def test_stats_npz_round_trip(tmp_path):
     rng = np.random.default_rng(5)
@@ -254,6 +273,7 @@ def test_npy_needing_more_than_arrays_is_refused(tmp_path):
 
 
 # --- precision / recall ----------------------------------------------------------------------------------------
+
 
 def brute_force_pr(real: np.ndarray, gen: np.ndarray, k: int = 3) -> tuple[float, float]:
     def dist(a, b):

@@ -1,4 +1,5 @@
 """Parity with the authors' generator (fixtures made by their code) and the checkpoint converter."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from wavediff.checkpoints.official import official_args_to_config, read_official_state_dict
 from wavediff import load_official_generator
+from wavediff.checkpoints.official import official_args_to_config, read_official_state_dict
 from wavediff.checkpoints.official_generator import convert_generator_state, official_generator_key_shapes
 from wavediff.errors import CheckpointError
 from wavediff.models.generator import build_generator
@@ -19,8 +20,15 @@ from wavediff.wavelets import reorder_bands
 
 REF = Path(__file__).parent / "data" / "reference"
 FIXTURES = REF / "fixtures"
-GENERATOR_FIXTURES = ["tiny_wavelet", "tiny_normal", "tiny_wavelet_no_fbn", "tiny_wavelet_no_freq",
-                      "tiny_wavelet_no_residual", "tiny_wavelet_patch2", "tiny_wavelet_t2"]
+GENERATOR_FIXTURES = [
+    "tiny_wavelet",
+    "tiny_normal",
+    "tiny_wavelet_no_fbn",
+    "tiny_wavelet_no_freq",
+    "tiny_wavelet_no_residual",
+    "tiny_wavelet_patch2",
+    "tiny_wavelet_t2",
+]
 PAPER_PRESETS = ["cifar10", "stl10", "celeba_256", "celeba_512", "celeba_1024", "lsun"]
 
 
@@ -63,8 +71,10 @@ def test_layer_trace_of_tiny_wavelet():
     G.eval()
     seen: dict[int, list] = {}
     order = G.official_order()
-    hooks = [m.register_forward_hook(lambda mod, args, out, i=i: seen.setdefault(i, []).append(out))
-             for i, m in enumerate(order)]
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out, i=i: seen.setdefault(i, []).append(out))
+        for i, m in enumerate(order)
+    ]
     with torch.no_grad():
         G(reorder_bands(io["x"], "dwt2d", "pywt"), io["t"], io["z"])
     for h in hooks:
@@ -108,8 +118,9 @@ def _argv_to_official(argv: list[str]) -> dict:
 def test_paper_preset_key_list_and_param_count(preset):
     info = json.loads((REF / "presets" / f"{preset}.json").read_text())
     cfg = get_preset(preset).generator
-    assert dataclasses.asdict(official_args_to_config(_argv_to_official(info["argv"])).generator) == \
-        dataclasses.asdict(cfg)
+    assert dataclasses.asdict(official_args_to_config(_argv_to_official(info["argv"])).generator) == dataclasses.asdict(
+        cfg
+    )
     keys = official_generator_key_shapes(cfg)
     expected = [(k, tuple(s)) for k, s in json.loads((REF / "keys" / f"generator_{preset}.json").read_text())]
     assert keys == expected

@@ -1,5 +1,6 @@
 """Training: the step against the authors' formulation, EMA, the `wavediff train` CLI,
 checkpoints, exact resume after kill -9, errors, and two-process DDP."""
+
 from __future__ import annotations
 
 import copy
@@ -85,6 +86,7 @@ def _log(run: Path) -> list[dict]:
 
 # --- the training step ----------------------------------------------------------------
 
+
 def _reference_iteration(G, D, opt_g, opt_d, diffusion, x0, rng, r1_gamma, nz):
     """The authors' train_wddgan.py iteration, written out step by step (separate backward passes)."""
     b, T = x0.shape[0], diffusion.num_timesteps
@@ -123,12 +125,22 @@ def test_step_matches_the_authors_formulation():
     def adam(m):
         return torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.5, 0.9))
 
-    step = TrainStep(Nets(G, D, G, D, G, D), adam(G), adam(D), diffusion, cfg, torch.Generator().manual_seed(3),
-                     torch.device("cpu"))
+    step = TrainStep(
+        Nets(G, D, G, D, G, D), adam(G), adam(D), diffusion, cfg, torch.Generator().manual_seed(3), torch.device("cpu")
+    )
     step.d_step(x0, r1=True)
     step.g_step(x0)
-    _reference_iteration(G2, D2, adam(G2), adam(D2), diffusion, x0, torch.Generator().manual_seed(3),
-                         cfg.train.r1_gamma, cfg.generator.nz)
+    _reference_iteration(
+        G2,
+        D2,
+        adam(G2),
+        adam(D2),
+        diffusion,
+        x0,
+        torch.Generator().manual_seed(3),
+        cfg.train.r1_gamma,
+        cfg.generator.nz,
+    )
     for ours, ref in ((D, D2), (G, G2)):
         for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
@@ -145,7 +157,7 @@ def test_ema_follows_the_authors_or_the_rampup():
     ramp = EMA(model, decay=0.999, rampup=0.05)
     assert ramp.beta(8, 8) < 1e-5  # first updates ~copy the weights
     assert ramp.beta(800, 8) == pytest.approx(0.5 ** (8 / 40))
-    assert ramp.beta(10 ** 9, 8) == 0.999
+    assert ramp.beta(10**9, 8) == 0.999
 
 
 def test_resumable_config_changes():
@@ -156,17 +168,38 @@ def test_resumable_config_changes():
 
 # --- the CLI end to end ----------------------------------------------------------------
 
+
 def test_train_writes_the_run_directory(images, tmp_path, capsys):
     run = tmp_path / "run"
-    rc, out, _ = _train(capsys, "--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "6",
-                        "--checkpoint-every", "2", "--set", "train.keep_last=2", "--set", "train.log_every=3")
+    rc, out, _ = _train(
+        capsys,
+        "--preset",
+        "tiny",
+        "--data",
+        str(images),
+        "--out",
+        str(run),
+        "--steps",
+        "6",
+        "--checkpoint-every",
+        "2",
+        "--set",
+        "train.keep_last=2",
+        "--set",
+        "train.log_every=3",
+    )
     assert rc == 0
     final = run / "checkpoints" / "generator_final.safetensors"
     assert out.strip().splitlines()[-1] == str(final)
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 6
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert names == ["generator_0000004.safetensors", "generator_0000006.safetensors",
-                     "generator_final.safetensors", "state_0000004.pt", "state_0000006.pt"]
+    assert names == [
+        "generator_0000004.safetensors",
+        "generator_0000006.safetensors",
+        "generator_final.safetensors",
+        "state_0000004.pt",
+        "state_0000006.pt",
+    ]
     assert (run / "samples" / "step_0000006.png").is_file()
     log = _log(run)
     start = log[0]
@@ -189,16 +222,38 @@ def test_train_writes_the_run_directory(images, tmp_path, capsys):
 
 def test_time_budget_stops_early_and_still_exports(images, tmp_path, capsys):
     run = tmp_path / "run"
-    rc, out, _ = _train(capsys, "--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "50",
-                        "--set", "train.max_minutes=1e-6")
+    rc, out, _ = _train(
+        capsys,
+        "--preset",
+        "tiny",
+        "--data",
+        str(images),
+        "--out",
+        str(run),
+        "--steps",
+        "50",
+        "--set",
+        "train.max_minutes=1e-6",
+    )
     assert rc == 0 and Path(out.strip().splitlines()[-1]).is_file()
     assert [r["step"] for r in _log(run) if r["event"] == "time_limit"] == [1]
     assert (run / "checkpoints" / "state_0000001.pt").is_file()
 
 
 def test_pixel_space_bf16(images, tmp_path, capsys):
-    rc, out, _ = _train(capsys, "--preset", "tiny_pixel", "--data", str(images), "--out", str(tmp_path / "r"),
-                        "--steps", "2", "--precision", "bf16")
+    rc, out, _ = _train(
+        capsys,
+        "--preset",
+        "tiny_pixel",
+        "--data",
+        str(images),
+        "--out",
+        str(tmp_path / "r"),
+        "--steps",
+        "2",
+        "--precision",
+        "bf16",
+    )
     assert rc == 0 and out.strip().endswith("generator_final.safetensors")
     assert load_generator(out.strip().splitlines()[-1]).config.space == "pixel"
 
@@ -215,8 +270,21 @@ def test_unreadable_images_are_skipped_and_counted(images, tmp_path, capsys):
 
 
 def test_dry_run_prints_the_resolved_config(capsys, tmp_path):
-    rc, out, _ = _train(capsys, "--preset", "cifar10", "--out", str(tmp_path / "r"), "--dry-run", "--compile",
-                        "--set", "train.lr_g=2e-4", "--batch-size", "16", "--seed", "7")
+    rc, out, _ = _train(
+        capsys,
+        "--preset",
+        "cifar10",
+        "--out",
+        str(tmp_path / "r"),
+        "--dry-run",
+        "--compile",
+        "--set",
+        "train.lr_g=2e-4",
+        "--batch-size",
+        "16",
+        "--seed",
+        "7",
+    )
     cfg = json.loads(out)
     assert rc == 0 and cfg["train"]["compile"] is True and cfg["train"]["lr_g"] == 2e-4
     assert cfg["train"]["batch_size"] == 16 and cfg["train"]["seed"] == 7
@@ -234,8 +302,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, cap
 
     monkeypatch.setattr(TrainStep, "g_step", poisoned)
     run = tmp_path / "run"
-    rc, _, err = _train(capsys, "--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "8",
-                        "--checkpoint-every", "2", "--set", "train.log_every=5")
+    rc, _, err = _train(
+        capsys,
+        "--preset",
+        "tiny",
+        "--data",
+        str(images),
+        "--out",
+        str(run),
+        "--steps",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--set",
+        "train.log_every=5",
+    )
     message = err.strip().splitlines()[-1]  # (the progress bar shares stderr)
     assert rc == 2 and message.startswith("error: ")
     assert "NaN or inf at step 4" in message and "state_0000002.pt is kept" in message
@@ -243,8 +324,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, cap
     assert _log(run)[-1]["event"] == "error"
 
 
-@pytest.mark.parametrize("case", ["existing_run", "other_config", "missing_data", "empty_data", "unknown_preset",
-                                  "no_preset", "corrupt_state"])
+@pytest.mark.parametrize(
+    "case",
+    ["existing_run", "other_config", "missing_data", "empty_data", "unknown_preset", "no_preset", "corrupt_state"],
+)
 def test_bad_input_is_one_line(case, images, tmp_path, capsys):
     run = tmp_path / "run"
     base = ["--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "2"]
@@ -263,8 +346,11 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
     expected = {
         "existing_run": "already holds a run.*--resume auto",
         "other_config": "different config.*train.lr_d: 0.000125 -> 0.001; train.seed: 1024 -> 5",
-        "missing_data": "does not exist", "empty_data": "no image files", "unknown_preset": "unknown preset",
-        "no_preset": "pass --preset", "corrupt_state": "cannot read training state",
+        "missing_data": "does not exist",
+        "empty_data": "no image files",
+        "unknown_preset": "unknown preset",
+        "no_preset": "pass --preset",
+        "corrupt_state": "cannot read training state",
     }[case]
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert re.search(expected, err), err
@@ -272,14 +358,31 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
 
 # --- exact resume after kill -9 -------------------------------------------------------------
 
+
 def test_resume_after_sigkill_is_bit_exact(images, tmp_path, capsys):
-    common = ["--preset", "tiny", "--data", str(images), "--steps", "24", "--checkpoint-every", "4",
-              "--set", "train.lazy_reg=3", "--set", "train.keep_last=10"]
+    common = [
+        "--preset",
+        "tiny",
+        "--data",
+        str(images),
+        "--steps",
+        "24",
+        "--checkpoint-every",
+        "4",
+        "--set",
+        "train.lazy_reg=3",
+        "--set",
+        "train.keep_last=10",
+    ]
     killed = tmp_path / "killed"
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "wavediff", "train", *common, "--out", str(killed)],
-                                env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wavediff", "train", *common, "--out", str(killed)],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     first = killed / "checkpoints" / "state_0000004.pt"
     deadline = time.monotonic() + 120
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -300,11 +403,34 @@ def test_resume_after_sigkill_is_bit_exact(images, tmp_path, capsys):
 
 # --- two processes (gloo) -----------------------------------------------------------------------
 
+
 def test_two_process_ddp_keeps_ranks_identical(images, tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "wavediff",
-           "train", "--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "3",
-           "--checkpoint-every", "2", "--set", "train.lazy_reg=2", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "wavediff",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(images),
+        "--out",
+        str(run),
+        "--steps",
+        "3",
+        "--checkpoint-every",
+        "2",
+        "--set",
+        "train.lazy_reg=2",
+        "--device",
+        "cpu",
+    ]
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().splitlines()[-1] == str(run / "checkpoints" / "generator_final.safetensors")

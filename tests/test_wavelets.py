@@ -5,8 +5,7 @@ import torch
 
 from conftest import FIXTURES
 from wavediff.errors import WaveDiffError
-from wavediff.wavelets import (dwt, dwt_bands, idwt, idwt_bands, image_to_wavelet, reorder_bands,
-                               wavelet_to_image)
+from wavediff.wavelets import dwt, dwt_bands, idwt, idwt_bands, image_to_wavelet, reorder_bands, wavelet_to_image
 
 
 def test_matches_pywavelets_band_order():

@@ -1,10 +1,11 @@
 """wavediff: Wavelet Diffusion Models (Phung, Dao & Tran, CVPR 2023) in clean PyTorch.
 
-    import wavediff
-    G = wavediff.load_generator("run/checkpoints/generator_final.safetensors")
-    G = wavediff.load_official_generator("netG_1300.pth", "cifar10_args.json")
-    images = wavediff.sample(G, seeds=range(16))     # [16, 3, 32, 32] in [-1, 1]
+import wavediff
+G = wavediff.load_generator("run/checkpoints/generator_final.safetensors")
+G = wavediff.load_official_generator("netG_1300.pth", "cifar10_args.json")
+images = wavediff.sample(G, seeds=range(16))     # [16, 3, 32, 32] in [-1, 1]
 """
+
 from __future__ import annotations
 
 import importlib

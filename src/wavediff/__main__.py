@@ -1,4 +1,5 @@
 """`python -m wavediff ...` behaves like `wavediff ...` (and so works under torchrun)."""
+
 import sys
 
 from .cli import main

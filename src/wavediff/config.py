@@ -5,6 +5,7 @@ Every run and every checkpoint stores the resolved `ExperimentConfig` as JSON
 Overrides from the command line use dotted paths: `train.lr_g=2e-4`,
 `generator.ch_mult=1,2,2`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -143,10 +144,10 @@ class ExperimentConfig:
         return json.dumps(self.to_dict(), indent=1, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ExperimentConfig":
+    def from_dict(cls, d: dict) -> ExperimentConfig:
         return _from_dict(cls, d, "")
 
-    def override(self, assignments: list[str] | dict) -> "ExperimentConfig":
+    def override(self, assignments: list[str] | dict) -> ExperimentConfig:
         """Return a copy with dotted-path overrides applied (`train.lr_g=2e-4`)."""
         d = self.to_dict()
         items = assignments.items() if isinstance(assignments, dict) else (_split(a) for a in assignments)
@@ -167,8 +168,10 @@ def _assign(d: dict, key: str, value) -> None:
     node = d
     for i, p in enumerate(parts[:-1]):
         if not isinstance(node.get(p), dict):
-            raise ConfigError(f"unknown config section {'.'.join(parts[:i + 1])!r} in override {key!r}; "
-                              f"sections are: {', '.join(k for k, v in node.items() if isinstance(v, dict))}")
+            raise ConfigError(
+                f"unknown config section {'.'.join(parts[: i + 1])!r} in override {key!r}; "
+                f"sections are: {', '.join(k for k, v in node.items() if isinstance(v, dict))}"
+            )
         node = node[p]
     leaf = parts[-1]
     if leaf not in node:
@@ -205,8 +208,9 @@ def _from_dict(cls, d, prefix: str):
     known = {f.name for f in fields(cls)}
     unknown = set(d) - known
     if unknown:
-        raise ConfigError(f"unknown config field(s) {sorted(unknown)} in section {prefix or '<root>'}; "
-                          f"known: {sorted(known)}")
+        raise ConfigError(
+            f"unknown config field(s) {sorted(unknown)} in section {prefix or '<root>'}; known: {sorted(known)}"
+        )
     kwargs = {}
     for f in fields(cls):
         if f.name not in d:

@@ -8,9 +8,10 @@ Randomness always comes from an explicit `torch.Generator`, or from one
 generator per sample (a list), so that sample i depends only on its own seed,
 whatever the batch it is drawn in.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,8 +30,9 @@ def randn(shape: Sequence[int], generator: Generators = None, device=None, dtype
             raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
         rows = [torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
         return torch.stack(rows).to(device)
-    return torch.randn(tuple(shape), generator=generator, device=device if generator is None else generator.device,
-                       dtype=dtype).to(device)
+    return torch.randn(
+        tuple(shape), generator=generator, device=device if generator is None else generator.device, dtype=dtype
+    ).to(device)
 
 
 class VPDiffusion:
@@ -51,7 +53,7 @@ class VPDiffusion:
         if cfg.use_geometric:
             var = cfg.beta_min * (cfg.beta_max / cfg.beta_min) ** t
         else:
-            log_mean = -0.25 * t ** 2 * (cfg.beta_max - cfg.beta_min) - 0.5 * t * cfg.beta_min
+            log_mean = -0.25 * t**2 * (cfg.beta_max - cfg.beta_min) - 0.5 * t * cfg.beta_min
             var = 1.0 - torch.exp(2.0 * log_mean)
         alpha_bars = 1.0 - var
         betas = 1.0 - alpha_bars[1:] / alpha_bars[:-1]
@@ -63,7 +65,7 @@ class VPDiffusion:
         # float32 numpy cumprod/sqrt: bit-identical to the released models' training schedule
         a_s_cum = np.cumprod(self.a_s.numpy())
         self.a_s_cum = torch.from_numpy(a_s_cum)
-        self.sigmas_cum = torch.from_numpy(np.sqrt(1.0 - a_s_cum ** 2))
+        self.sigmas_cum = torch.from_numpy(np.sqrt(1.0 - a_s_cum**2))
 
         b = betas_full[1:]
         alphas = 1.0 - b
@@ -76,10 +78,20 @@ class VPDiffusion:
         self.posterior_std = torch.exp(0.5 * self.posterior_log_variance_clipped)
         self.to(device)
 
-    _ARRAYS = ("betas_full", "sigmas", "a_s", "a_s_cum", "sigmas_cum", "posterior_variance",
-               "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2", "posterior_std")
+    _ARRAYS = (
+        "betas_full",
+        "sigmas",
+        "a_s",
+        "a_s_cum",
+        "sigmas_cum",
+        "posterior_variance",
+        "posterior_log_variance_clipped",
+        "posterior_mean_coef1",
+        "posterior_mean_coef2",
+        "posterior_std",
+    )
 
-    def to(self, device) -> "VPDiffusion":
+    def to(self, device) -> VPDiffusion:
         for name in self._ARRAYS:
             setattr(self, name, getattr(self, name).to(device))
         self.device = torch.device(device)
@@ -93,8 +105,9 @@ class VPDiffusion:
         """x_t ~ q(x_t | x_0) (t = 0 already means one step of noise, as in the authors' code)."""
         return self._at(self.a_s_cum, t, x0) * x0 + self._at(self.sigmas_cum, t, x0) * noise
 
-    def q_sample_pairs(self, x0: torch.Tensor, t: torch.Tensor,
-                       generator: Generators = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def q_sample_pairs(
+        self, x0: torch.Tensor, t: torch.Tensor, generator: Generators = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A training pair (x_t, x_{t+1}) for integer steps t in [0, T)."""
         noise_t = randn(x0.shape, generator, x0.device, x0.dtype)
         noise_tp1 = randn(x0.shape, generator, x0.device, x0.dtype)
@@ -102,15 +115,21 @@ class VPDiffusion:
         x_tp1 = self._at(self.a_s, t + 1, x0) * x_t + self._at(self.sigmas, t + 1, x0) * noise_tp1
         return x_t, x_tp1
 
-    def posterior_sample(self, x0: torch.Tensor, x_tp1: torch.Tensor, t: torch.Tensor,
-                         noise: torch.Tensor) -> torch.Tensor:
+    def posterior_sample(
+        self, x0: torch.Tensor, x_tp1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """x_t ~ q(x_t | x_{t+1}, x_0); no noise is added at t = 0."""
         mean = self._at(self.posterior_mean_coef1, t, x0) * x0 + self._at(self.posterior_mean_coef2, t, x0) * x_tp1
         std = self._at(self.posterior_std, t, x0) * (t != 0).to(x0.dtype).view(-1, *([1] * (x0.dim() - 1)))
         return mean + std * noise
 
-    def sample(self, generator_net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-               x_init: torch.Tensor, nz: int, generator: Generators = None) -> torch.Tensor:
+    def sample(
+        self,
+        generator_net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        x_init: torch.Tensor,
+        nz: int,
+        generator: Generators = None,
+    ) -> torch.Tensor:
         """Run the T denoising steps from `x_init` (pure noise) and return the final x_0 estimate.
 
         At each step t = T-1 .. 0, draws z then the posterior noise from `generator`

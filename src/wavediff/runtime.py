@@ -15,6 +15,7 @@
   2000 keeps the idle speed and degrades gracefully. Must be set before torch loads OpenMP, so the CLI
   calls `configure_environment()` first thing; an explicit setting wins.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,10 +4,11 @@ Each sample draws its initial noise, its latents z and its posterior noise from
 its own `torch.Generator` seeded with its seed, so splitting the seeds across
 batches, processes or GPUs gives identical images.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -52,16 +53,22 @@ def parse_seeds(text: str) -> list[int]:
 
 
 @torch.no_grad()
-def sample(generator: nn.Module, seeds: Iterable[int], config: ExperimentConfig | None = None,
-           device: torch.device | str | None = None, precision: str = "fp32") -> torch.Tensor:
+def sample(
+    generator: nn.Module,
+    seeds: Iterable[int],
+    config: ExperimentConfig | None = None,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+) -> torch.Tensor:
     """Images [N, 3, S, S] in [-1, 1] for the given seeds (one batch), from `generator`.
 
     `config` defaults to `generator.config` (set by the loaders).
     """
     cfg = config or getattr(generator, "config", None)
     if cfg is None:
-        raise ConfigError("sample() needs the experiment config: pass config= or load the generator with "
-                          "wavediff.load_generator")
+        raise ConfigError(
+            "sample() needs the experiment config: pass config= or load the generator with wavediff.load_generator"
+        )
     device = torch.device(device) if device is not None else next(generator.parameters()).device
     seeds = list(seeds)
     gens = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
@@ -79,16 +86,29 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def generate(generator: nn.Module, seeds: Sequence[int], batch_size: int, config: ExperimentConfig | None = None,
-             device: torch.device | str | None = None, precision: str = "fp32") -> Iterator[np.ndarray]:
+def generate(
+    generator: nn.Module,
+    seeds: Sequence[int],
+    batch_size: int,
+    config: ExperimentConfig | None = None,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+) -> Iterator[np.ndarray]:
     """uint8 batches [b, H, W, 3] for `seeds`, in order."""
     for i in range(0, len(seeds), batch_size):
-        yield to_uint8(sample(generator, seeds[i:i + batch_size], config, device, precision))
+        yield to_uint8(sample(generator, seeds[i : i + batch_size], config, device, precision))
 
 
-def generate_uint8(checkpoint: str, seeds: Sequence[int], batch_size: int = 100, device: str | None = None,
-                   precision: str = "fp32", *, preset: str | None = None,
-                   official_args=None) -> Iterator[np.ndarray]:
+def generate_uint8(
+    checkpoint: str,
+    seeds: Sequence[int],
+    batch_size: int = 100,
+    device: str | None = None,
+    precision: str = "fp32",
+    *,
+    preset: str | None = None,
+    official_args=None,
+) -> Iterator[np.ndarray]:
     """Load a checkpoint (ours, or the authors' with preset/official_args) and yield uint8 batches."""
     from .checkpoints.convert import load_any_generator
 

@@ -1,4 +1,5 @@
 """The paper's sampler timing protocol, shared by `wavediff bench` and benchmarks/."""
+
 from __future__ import annotations
 
 import statistics
@@ -14,8 +15,15 @@ from .wavelets import idwt
 
 
 @torch.no_grad()
-def time_sampler(generator: nn.Module, cfg: ExperimentConfig, batch: int, device: torch.device,
-                 precision: str = "fp32", warmup: int = 10, runs: int = 300) -> dict:
+def time_sampler(
+    generator: nn.Module,
+    cfg: ExperimentConfig,
+    batch: int,
+    device: torch.device,
+    precision: str = "fp32",
+    warmup: int = 10,
+    runs: int = 300,
+) -> dict:
     """Mean/std seconds of one full sampling pass (T generator calls + posterior + x2 + inverse DWT)."""
     diffusion = VPDiffusion(cfg.diffusion, device)
     shape = (batch, cfg.data_channels, cfg.data_resolution, cfg.data_resolution)
@@ -43,6 +51,10 @@ def time_sampler(generator: nn.Module, cfg: ExperimentConfig, batch: int, device
             t0 = time.perf_counter()
             once()
             times.append(time.perf_counter() - t0)
-    return {"mean": statistics.fmean(times), "std": statistics.pstdev(times), "median": statistics.median(times),
-            "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-            "clock": "CUDA events" if cuda else "perf_counter"}
+    return {
+        "mean": statistics.fmean(times),
+        "std": statistics.pstdev(times),
+        "median": statistics.median(times),
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "clock": "CUDA events" if cuda else "perf_counter",
+    }

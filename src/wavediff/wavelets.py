@@ -17,6 +17,7 @@ the inverse runs the butterfly backwards and `pixel_shuffle`s. On CPU this is
 fixed 2x2 filters (our first version) and needs no filter tensors;
 pytorch_wavelets is unmaintained and no longer imports with current setuptools.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,14 +27,16 @@ from .errors import WaveDiffError
 
 BAND_ORDERS = ("pywt", "dwt2d")
 
+
 def dwt(x: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> [B, 4C, H/2, W/2], bands (LL, P, Q, HH), band-major."""
     if x.dim() != 4:
         raise WaveDiffError(f"dwt expects a 4-D tensor [B, C, H, W], got shape {tuple(x.shape)}")
     b, c, h, w = x.shape
     if h % 2 or w % 2:
-        raise WaveDiffError(f"the Haar transform needs even height and width, got {h}x{w}; "
-                            f"resize or crop the images to an even size")
+        raise WaveDiffError(
+            f"the Haar transform needs even height and width, got {h}x{w}; resize or crop the images to an even size"
+        )
     a, b_, c_, d = F.pixel_unshuffle(x, 2).reshape(b, c, 4, h // 2, w // 2).unbind(2)  # block [a b; c d]
     top, bottom, top_diff, bottom_diff = a + b_, c_ + d, a - b_, c_ - d
     bands = (top + bottom, top - bottom, top_diff + bottom_diff, top_diff - bottom_diff)  # LL, P, Q, HH

@@ -1,9 +1,11 @@
 """Load the authors' released generators and write them in our format."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -20,15 +22,17 @@ OfficialArgs = Mapping[str, Any] | str | os.PathLike
 def resolve_official_config(preset: str | None = None, official_args: OfficialArgs | None = None) -> ExperimentConfig:
     """The config of a released checkpoint, from a preset name or the authors' arguments (exactly one)."""
     if (preset is None) == (official_args is None):
-        raise ConfigError("give exactly one of --preset NAME or --official-args ARGS.json to describe the "
-                          "authors' checkpoint")
+        raise ConfigError(
+            "give exactly one of --preset NAME or --official-args ARGS.json to describe the authors' checkpoint"
+        )
     cfg = get_preset(preset) if preset is not None else official_args_to_config(official_args)
     require_ch_mult(cfg)
     return cfg
 
 
-def load_official_generator_with_config(path: str | os.PathLike, cfg: ExperimentConfig,
-                                        device: torch.device | str = "cpu") -> nn.Module:
+def load_official_generator_with_config(
+    path: str | os.PathLike, cfg: ExperimentConfig, device: torch.device | str = "cpu"
+) -> nn.Module:
     from ..models.generator import build_generator
     from .official_generator import convert_generator_state
 
@@ -40,8 +44,9 @@ def load_official_generator_with_config(path: str | os.PathLike, cfg: Experiment
     return generator.to(device)
 
 
-def load_official_generator(path: str | os.PathLike, official_args: OfficialArgs,
-                            device: torch.device | str = "cpu") -> nn.Module:
+def load_official_generator(
+    path: str | os.PathLike, official_args: OfficialArgs, device: torch.device | str = "cpu"
+) -> nn.Module:
     """The authors' generator (`netG_<epoch>.pth` or `content.pth`) as our module, eval mode.
 
     It takes and returns canonical band order whatever order it was trained with.
@@ -49,8 +54,13 @@ def load_official_generator(path: str | os.PathLike, official_args: OfficialArgs
     return load_official_generator_with_config(path, resolve_official_config(official_args=official_args), device)
 
 
-def convert_official_checkpoint(path: str | os.PathLike, out: str | os.PathLike, *, preset: str | None = None,
-                                official_args: OfficialArgs | None = None) -> tuple[Path, ExperimentConfig, int]:
+def convert_official_checkpoint(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    official_args: OfficialArgs | None = None,
+) -> tuple[Path, ExperimentConfig, int]:
     """Convert a released generator into our self-describing safetensors file."""
     cfg = resolve_official_config(preset, official_args)
     generator = load_official_generator_with_config(path, cfg)
@@ -59,14 +69,21 @@ def convert_official_checkpoint(path: str | os.PathLike, out: str | os.PathLike,
     return out, cfg, n_params
 
 
-def load_any_generator(path: str | os.PathLike, *, preset: str | None = None, official_args: OfficialArgs | None = None,
-                       device: torch.device | str = "cpu") -> tuple[nn.Module, ExperimentConfig]:
+def load_any_generator(
+    path: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    official_args: OfficialArgs | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[nn.Module, ExperimentConfig]:
     """Our .safetensors checkpoint, or the authors' .pth when a preset or their arguments describe it."""
     if str(path).endswith(".safetensors") and preset is None and official_args is None:
         ckpt = load_generator_checkpoint(path, device)
         return ckpt.generator, ckpt.config
     if preset is None and official_args is None:
-        raise ConfigError(f"{path} looks like the authors' checkpoint: add --preset NAME or --official-args "
-                          f"ARGS.json (or convert it once with `wavediff convert-official`)")
+        raise ConfigError(
+            f"{path} looks like the authors' checkpoint: add --preset NAME or --official-args "
+            f"ARGS.json (or convert it once with `wavediff convert-official`)"
+        )
     cfg = resolve_official_config(preset, official_args)
     return load_official_generator_with_config(path, cfg, device), cfg

@@ -6,14 +6,15 @@ model (`load_generator`). safetensors cannot execute code when read.
 Every write goes to a temporary file in the same folder, is fsynced, then
 renamed over the target: a crash never leaves a half-written checkpoint.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -48,8 +49,9 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_generator(path: str | os.PathLike, generator: nn.Module, cfg: ExperimentConfig,
-                   meta: dict[str, str] | None = None) -> Path:
+def save_generator(
+    path: str | os.PathLike, generator: nn.Module, cfg: ExperimentConfig, meta: dict[str, str] | None = None
+) -> Path:
     """Write the generator's weights and the resolved config as one safetensors file."""
     from safetensors.torch import save_file
 
@@ -75,19 +77,26 @@ def read_generator_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; pass a .safetensors file written by "
-                              f"`wavediff train` or `wavediff convert-official`")
+        raise CheckpointError(
+            f"checkpoint {path} not found; pass a .safetensors file written by "
+            f"`wavediff train` or `wavediff convert-official`"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        hint = ("for the authors' netG_<epoch>.pth run `wavediff convert-official` first"
-                if path.suffix in (".pth", ".pt") else "it may be truncated: copy or download it again")
+        hint = (
+            "for the authors' netG_<epoch>.pth run `wavediff convert-official` first"
+            if path.suffix in (".pth", ".pt")
+            else "it may be truncated: copy or download it again"
+        )
         raise CheckpointError(f"{path} is not a readable safetensors file ({str(e)[:120]}); {hint}") from None
     if meta.get("format") != FORMAT or "config" not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a wavediff generator (no embedded config); "
-                              f"convert the authors' checkpoints with `wavediff convert-official`")
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a wavediff generator (no embedded config); "
+            f"convert the authors' checkpoints with `wavediff convert-official`"
+        )
     try:
         cfg = ExperimentConfig.from_dict(json.loads(meta.pop("config")))
     except (json.JSONDecodeError, WaveDiffError) as e:
@@ -118,12 +127,22 @@ def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], what:
     own = module.state_dict()
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]
-    wrong = [(k, tuple(tensors[k].shape), tuple(v.shape)) for k, v in own.items()
-             if k in tensors and tensors[k].shape != v.shape]
+    wrong = [
+        (k, tuple(tensors[k].shape), tuple(v.shape))
+        for k, v in own.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
-        first = (f"shape of {wrong[0][0]} is {wrong[0][1]}, the config expects {wrong[0][2]}" if wrong else
-                 f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
-        raise CheckpointError(f"{what} does not match its config ({len(missing)} missing, {len(unexpected)} "
-                              f"unexpected, {len(wrong)} wrong shapes; first: {first}); the file was written "
-                              f"for a different model: check the preset or arguments")
+        first = (
+            f"shape of {wrong[0][0]} is {wrong[0][1]}, the config expects {wrong[0][2]}"
+            if wrong
+            else f"missing {missing[0]}"
+            if missing
+            else f"unexpected {unexpected[0]}"
+        )
+        raise CheckpointError(
+            f"{what} does not match its config ({len(missing)} missing, {len(unexpected)} "
+            f"unexpected, {len(wrong)} wrong shapes; first: {first}); the file was written "
+            f"for a different model: check the preset or arguments"
+        )
     module.load_state_dict(tensors, strict=True)

@@ -7,9 +7,10 @@ each block class may rename its own attributes in `official_names` (our
 strictly: every official tensor used once, every one of ours filled, all shapes
 equal, else one `CheckpointError` line naming the first mismatch and a hint.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn as nn
@@ -41,14 +42,17 @@ def key_rows(model: nn.Module, parts: Iterable[tuple[str, nn.Module]]) -> list[R
     return rows
 
 
-def apply_key_map(official: Mapping[str, torch.Tensor], model: nn.Module, rows: list[Row], what: str,
-                  hint: str) -> dict[str, torch.Tensor]:
+def apply_key_map(
+    official: Mapping[str, torch.Tensor], model: nn.Module, rows: list[Row], what: str, hint: str
+) -> dict[str, torch.Tensor]:
     """The authors' state dict -> ours for `model`, strictly (see the module docstring)."""
     ours = set(model.state_dict())
     mapped = {our for _, our, _ in rows}
     if mapped != ours or len(rows) != len(ours):  # a bug in our walk, not in the checkpoint
-        raise CheckpointError(f"internal error: the official walk covers {len(mapped)} of our {len(ours)} {what} "
-                              f"tensors (e.g. {sorted(ours ^ mapped)[:1]}); please report this")
+        raise CheckpointError(
+            f"internal error: the official walk covers {len(mapped)} of our {len(ours)} {what} "
+            f"tensors (e.g. {sorted(ours ^ mapped)[:1]}); please report this"
+        )
     expected = {k for k, _, _ in rows}
     missing = [k for k, _, _ in rows if k not in official]
     unexpected = [k for k in official if k not in expected]
@@ -59,10 +63,14 @@ def apply_key_map(official: Mapping[str, torch.Tensor], model: nn.Module, rows: 
             raise CheckpointError(f"{what} checkpoint lacks {key} (shape {tuple(tensor.shape)}); {counts}; {hint}")
         found = official[key]
         if tuple(found.shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{what} checkpoint key {key}: expected shape {tuple(tensor.shape)}, found "
-                                  f"{tuple(found.shape)}; {counts}; {hint}")
+            raise CheckpointError(
+                f"{what} checkpoint key {key}: expected shape {tuple(tensor.shape)}, found "
+                f"{tuple(found.shape)}; {counts}; {hint}"
+            )
         out[our] = found
     if unexpected:
-        raise CheckpointError(f"{what} checkpoint has unexpected key {unexpected[0]} "
-                              f"(shape {tuple(official[unexpected[0]].shape)}); {counts}; {hint}")
+        raise CheckpointError(
+            f"{what} checkpoint has unexpected key {unexpected[0]} "
+            f"(shape {tuple(official[unexpected[0]].shape)}); {counts}; {hint}"
+        )
     return out

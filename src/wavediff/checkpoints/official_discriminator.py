@@ -9,10 +9,12 @@ strict: every official tensor is used once, every one of ours is filled, all
 shapes agree; otherwise a one-line `CheckpointError` names the first mismatch
 and the settings that usually cause it.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -21,8 +23,10 @@ from ..models.discriminator import TimeConditionedDiscriminator, build_discrimin
 from .keymap import Row, apply_key_map, key_rows
 from .official import official_args_to_config, read_official_state_dict
 
-_SETTINGS_HINT = ("check num_disc_layers, ngf, t_emb_dim, num_channels and the dataset (cifar10/stl10 use the "
-                  "small discriminator, others the large one) against the run that produced the checkpoint")
+_SETTINGS_HINT = (
+    "check num_disc_layers, ngf, t_emb_dim, num_channels and the dataset (cifar10/stl10 use the "
+    "small discriminator, others the large one) against the run that produced the checkpoint"
+)
 
 
 def infer_official_settings(official: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -42,8 +46,7 @@ def infer_official_settings(official: Mapping[str, torch.Tensor]) -> dict[str, A
     first = shape("conv1.conv1.0.weight")
     if first is not None and len(first) == 4:
         found["kind"] = "small" if first[0] == first[1] else "large"
-    blocks = {int(k.split(".")[0][4:]) for k in official
-              if k.startswith("conv") and k.split(".")[0][4:].isdigit()}
+    blocks = {int(k.split(".")[0][4:]) for k in official if k.startswith("conv") and k.split(".")[0][4:].isdigit()}
     if blocks:
         found["num_disc_layers"] = max(blocks)
     return found
@@ -52,11 +55,17 @@ def infer_official_settings(official: Mapping[str, torch.Tensor]) -> dict[str, A
 def _mismatch_hint(official: Mapping[str, torch.Tensor], cfg: DiscriminatorConfig, n_blocks: int) -> str:
     """Name the settings in which the checkpoint and the config differ, or the usual suspects."""
     seen = infer_official_settings(official)
-    ours = {"ngf": cfg.ngf, "num_channels": cfg.in_channels * cfg.patch_size ** 2, "t_emb_dim": cfg.t_emb_dim,
-            "kind": cfg.kind, "num_disc_layers": n_blocks}
+    ours = {
+        "ngf": cfg.ngf,
+        "num_channels": cfg.in_channels * cfg.patch_size**2,
+        "t_emb_dim": cfg.t_emb_dim,
+        "kind": cfg.kind,
+        "num_disc_layers": n_blocks,
+    }
     labels = {"kind": "discriminator kind (dataset cifar10/stl10 -> small, others -> large)"}
-    diffs = [f"{labels.get(k, k)}: checkpoint {seen[k]}, config {ours[k]}" for k in ours
-             if k in seen and seen[k] != ours[k]]
+    diffs = [
+        f"{labels.get(k, k)}: checkpoint {seen[k]}, config {ours[k]}" for k in ours if k in seen and seen[k] != ours[k]
+    ]
     if any(k.startswith("local_end_linear") for k in official):
         diffs.append("the checkpoint was trained with use_local_loss (its local head is not supported)")
     if diffs:
@@ -83,17 +92,18 @@ def official_discriminator_key_shapes(cfg: DiscriminatorConfig | ExperimentConfi
     return [(k, tuple(t.shape)) for k, _, t in official_key_map(_meta_discriminator(_disc_cfg(cfg)))]
 
 
-def convert_discriminator_state(official: Mapping[str, torch.Tensor],
-                                cfg: DiscriminatorConfig | ExperimentConfig) -> dict[str, torch.Tensor]:
+def convert_discriminator_state(
+    official: Mapping[str, torch.Tensor], cfg: DiscriminatorConfig | ExperimentConfig
+) -> dict[str, torch.Tensor]:
     """The authors' discriminator state dict (`module.` stripped) -> our discriminator's state dict."""
     model = _meta_discriminator(_disc_cfg(cfg))
     hint = _mismatch_hint(official, model.config, len(model.blocks))
     return apply_key_map(official, model, official_key_map(model), "discriminator", hint)
 
 
-def load_official_discriminator(path: str | os.PathLike,
-                                official_args: Mapping[str, Any] | str | os.PathLike,
-                                device: torch.device | str = "cpu") -> TimeConditionedDiscriminator:
+def load_official_discriminator(
+    path: str | os.PathLike, official_args: Mapping[str, Any] | str | os.PathLike, device: torch.device | str = "cpu"
+) -> TimeConditionedDiscriminator:
     """The authors' discriminator (`netD_<epoch>.pth` or `content.pth`) as our module, eval mode.
 
     `official_args` is their training arguments (dict or JSON file). The model

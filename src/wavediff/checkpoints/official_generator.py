@@ -8,6 +8,7 @@ and each block class names its parts the authors' way in `official_names`
 (e.g. our `norm_in` is their `GroupNorm_0`). The conversion is strict: every
 official tensor is used once, every one of ours is filled, all shapes agree.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,10 @@ from ..config import ExperimentConfig, GeneratorConfig
 from ..models.generator import Generator, build_generator
 from .keymap import Row, apply_key_map, key_rows
 
-_SETTINGS_HINT = ("check num_channels_dae / ch_mult / num_res_blocks / attn_resolutions / net_type / patch_size / "
-                  "nz / z_emb_dim / n_mlp / no_use_* flags against the run that produced the checkpoint")
+_SETTINGS_HINT = (
+    "check num_channels_dae / ch_mult / num_res_blocks / attn_resolutions / net_type / patch_size / "
+    "nz / z_emb_dim / n_mlp / no_use_* flags against the run that produced the checkpoint"
+)
 
 
 def official_key_map(model: Generator) -> list[Row]:
@@ -40,8 +43,9 @@ def official_generator_key_shapes(cfg: GeneratorConfig | ExperimentConfig) -> li
     return [(k, tuple(t.shape)) for k, _, t in official_key_map(_meta_generator(_generator_cfg(cfg)))]
 
 
-def convert_generator_state(official: dict[str, torch.Tensor],
-                            cfg: GeneratorConfig | ExperimentConfig) -> dict[str, torch.Tensor]:
+def convert_generator_state(
+    official: dict[str, torch.Tensor], cfg: GeneratorConfig | ExperimentConfig
+) -> dict[str, torch.Tensor]:
     """The authors' generator state dict (`module.` stripped) -> our `Generator` state dict."""
     model = _meta_generator(_generator_cfg(cfg))
     return apply_key_map(official, model, official_key_map(model), "generator", _SETTINGS_HINT)

@@ -1,9 +1,11 @@
 """`wavediff <command>`: one entry point, one module per command.
 
-Each command module defines `add_arguments(parser)` and `run(args) -> int`. Heavy imports stay inside `run` so `--help` is instant.
+Each command module defines `add_arguments(parser)` and `run(args) -> int`.
+Heavy imports stay inside `run` so `--help` is instant.
 Errors derived from `WaveDiffError` (and a few well-understood OS errors) are
 printed as one line, `error: ...`, with exit status 2 and no traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +33,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavediff",
         description="WaveDiff: wavelet diffusion GANs. Train, sample, evaluate, time, and load the authors' "
-                    "released checkpoints.")
+        "released checkpoints.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

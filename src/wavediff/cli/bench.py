@@ -4,14 +4,16 @@ Timed region, as in the paper: all T generator calls with posterior sampling,
 the x2 and the inverse wavelet transform, for one batch (100 images; 25 at 512
 and 1024 px). 10 warm-up runs, then 300 timed runs (CUDA events on a GPU).
 """
+
 from __future__ import annotations
 
 
 def add_arguments(p):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("checkpoint", nargs="?", help="a checkpoint (ours, or the authors' with --official-args)")
-    src.add_argument("--preset", help="time a preset's architecture with random weights (speed does not "
-                                      "depend on the weights)")
+    src.add_argument(
+        "--preset", help="time a preset's architecture with random weights (speed does not depend on the weights)"
+    )
     p.add_argument("--official-args", metavar="ARGS.json", help="for the authors' .pth")
     p.add_argument("--batch", type=int, help="batch size (default: the paper's, 100, or 25 at >= 512 px)")
     p.add_argument("--warmup", type=int, default=10)
@@ -47,7 +49,9 @@ def run(args) -> int:
     batch = args.batch or (25 if cfg.image_size >= 512 else 100)
     result = time_sampler(generator, cfg, batch, device, args.precision, args.warmup, args.runs)
     print(f"model      {source}: {cfg.image_size}px {cfg.space}, T={cfg.diffusion.num_timesteps}")
-    print(f"setting    batch {batch}, {args.precision}, device {result['device']}, torch {torch.__version__}, "
-          f"{args.warmup} warm-up + {args.runs} timed runs ({result['clock']})")
+    print(
+        f"setting    batch {batch}, {args.precision}, device {result['device']}, torch {torch.__version__}, "
+        f"{args.warmup} warm-up + {args.runs} timed runs ({result['clock']})"
+    )
     print(f"time/batch {result['mean']:.4f} s +- {result['std']:.4f} s  ({batch / result['mean']:.1f} images/s)")
     return 0

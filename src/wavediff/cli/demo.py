@@ -1,4 +1,5 @@
 """`wavediff demo`: train a small WaveDiff on the digits bundled with scikit-learn, on the CPU."""
+
 from __future__ import annotations
 
 
@@ -20,9 +21,11 @@ def run(args) -> int:
     q = res.score
     s, real, noise = q["samples"], q["real_held_out"], q["noise"]
     print()
-    print(f"quality: {s['recognised']:.0%} of the samples are recognised as digits with probability >= 0.9 "
-          f"({s['classes_seen']} of 10 digits seen); real held-out digits score {real['recognised']:.0%}, "
-          f"noise {noise['recognised']:.0%}")
+    print(
+        f"quality: {s['recognised']:.0%} of the samples are recognised as digits with probability >= 0.9 "
+        f"({s['classes_seen']} of 10 digits seen); real held-out digits score {real['recognised']:.0%}, "
+        f"noise {noise['recognised']:.0%}"
+    )
     print(f"  samples next to real digits: {res.figure}")
     print(f"  losses over time:            {res.losses}")
     print(f"  quality figure (JSON):       {res.quality}")

@@ -1,4 +1,5 @@
 """Splitting work across processes started by torchrun (sampling, evaluation)."""
+
 from __future__ import annotations
 
 import os

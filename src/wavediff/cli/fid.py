@@ -5,6 +5,7 @@ inputs resized to 299 bilinearly inside the network, as in the paper's code. `--
 paper` also round-trips every image through JPEG (quality 75) as the authors' scripts did.
 The last line `fid compute` prints is the FID value alone.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,49 +16,82 @@ PRECISIONS = ["fp32", "bf16", "fp16"]
 
 def add_arguments(p):
     sub = p.add_subparsers(dest="fid_command", metavar="SUBCOMMAND", required=True)
-    s = sub.add_parser("stats", help="reference statistics (.npz) of a dataset or an image folder",
-                       description="Inception mean and covariance of a dataset or image folder, saved as .npz "
-                                   "(mu, sigma, n, meta).")
-    s.add_argument("data", metavar="DATA",
-                   help="a folder of images (read as they are), an .npz of uint8 'images' [N,H,W,3], "
-                        "or with --preset the dataset path")
+    s = sub.add_parser(
+        "stats",
+        help="reference statistics (.npz) of a dataset or an image folder",
+        description="Inception mean and covariance of a dataset or image folder, saved as .npz (mu, sigma, n, meta).",
+    )
+    s.add_argument(
+        "data",
+        metavar="DATA",
+        help="a folder of images (read as they are), an .npz of uint8 'images' [N,H,W,3], "
+        "or with --preset the dataset path",
+    )
     s.add_argument("-o", "--output", required=True, metavar="REF.npz", help="statistics file to write")
-    s.add_argument("--preset", help="read DATA through this preset's data pipeline (no flips), "
-                                    "converted to uint8 as generated samples are")
+    s.add_argument(
+        "--preset",
+        help="read DATA through this preset's data pipeline (no flips), converted to uint8 as generated samples are",
+    )
     s.add_argument("--max-images", type=int, metavar="N", help="use at most the first N images")
     s.add_argument("--batch", type=int, default=100, help="batch size (default 100)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     add_inception_arguments(s)
 
-    c = sub.add_parser("compute", help="FID of samples against reference statistics",
-                       description="FID of a sample folder, .npz or checkpoint against .npz statistics "
-                                   "(ours or pytorch-fid's) or the authors' .npy. The last line is the value.")
+    c = sub.add_parser(
+        "compute",
+        help="FID of samples against reference statistics",
+        description="FID of a sample folder, .npz or checkpoint against .npz statistics "
+        "(ours or pytorch-fid's) or the authors' .npy. The last line is the value.",
+    )
     add_sample_arguments(c, batch=100)
-    c.add_argument("--ref", required=True, metavar="REF",
-                   help="reference statistics: .npz from `wavediff fid stats`, or the authors' .npy")
-    c.add_argument("--allow-few", action="store_true",
-                   help=f"allow fewer than {PAPER_N} samples under --protocol paper")
+    c.add_argument(
+        "--ref",
+        required=True,
+        metavar="REF",
+        help="reference statistics: .npz from `wavediff fid stats`, or the authors' .npy",
+    )
+    c.add_argument(
+        "--allow-few", action="store_true", help=f"allow fewer than {PAPER_N} samples under --protocol paper"
+    )
     add_inception_arguments(c)
 
 
 def add_inception_arguments(p) -> None:
-    p.add_argument("--inception-weights", metavar="PATH",
-                   help="local pt_inception-2015-12-05-6726825d.pth (default: the torch hub cache, "
-                        "downloaded there by pytorch-fid's URL if absent)")
-    p.add_argument("--protocol", choices=["lossless", "paper"], default="lossless",
-                   help="lossless: images as they are (default); paper: JPEG quality-75 round trip of every "
-                        "image, as the authors computed FID")
-    p.add_argument("--dims", type=int, default=2048, choices=[64, 192, 768, 2048],
-                   help="Inception feature size, as pytorch-fid's --dims (default 2048, pool3: the FID standard)")
+    p.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="local pt_inception-2015-12-05-6726825d.pth (default: the torch hub cache, "
+        "downloaded there by pytorch-fid's URL if absent)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["lossless", "paper"],
+        default="lossless",
+        help="lossless: images as they are (default); paper: JPEG quality-75 round trip of every "
+        "image, as the authors computed FID",
+    )
+    p.add_argument(
+        "--dims",
+        type=int,
+        default=2048,
+        choices=[64, 192, 768, 2048],
+        help="Inception feature size, as pytorch-fid's --dims (default 2048, pool3: the FID standard)",
+    )
 
 
 def add_sample_arguments(p, batch: int) -> None:
     """SAMPLES and the options that say how many and how to generate them (shared with `wavediff pr`)."""
-    p.add_argument("samples", metavar="SAMPLES",
-                   help="a folder of images, an .npz of uint8 'images' [N,H,W,3], or a checkpoint "
-                        "(.safetensors/.pth/.pt) to generate them from")
-    p.add_argument("--n", type=int, help="number of samples (checkpoint: default 50000, seeds 0..n-1; "
-                                         "folder/.npz: default all, else the first N)")
+    p.add_argument(
+        "samples",
+        metavar="SAMPLES",
+        help="a folder of images, an .npz of uint8 'images' [N,H,W,3], or a checkpoint "
+        "(.safetensors/.pth/.pt) to generate them from",
+    )
+    p.add_argument(
+        "--n",
+        type=int,
+        help="number of samples (checkpoint: default 50000, seeds 0..n-1; folder/.npz: default all, else the first N)",
+    )
     p.add_argument("--seeds", help="checkpoint only: seed list, e.g. 0-49999")
     p.add_argument("--batch", type=int, default=batch, help=f"batch size (default {batch})")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -94,12 +128,20 @@ def sample_source(args, default_n: int = PAPER_N):
                 raise ConfigError(f"--n {args.n} disagrees with --seeds ({len(seeds)} seeds); give one of them")
         else:
             seeds = list(range(args.n or default_n))
-        return checkpoint_source(args.samples, seeds, resolve_device(args.device), args.precision,
-                                 preset=args.preset, official_args=args.official_args)
+        return checkpoint_source(
+            args.samples,
+            seeds,
+            resolve_device(args.device),
+            args.precision,
+            preset=args.preset,
+            official_args=args.official_args,
+        )
     for flag in ("seeds", "preset", "official_args"):
         if getattr(args, flag):
-            raise ConfigError(f"--{flag.replace('_', '-')} applies to checkpoints only, and {args.samples} "
-                              f"is not one (.safetensors/.pth/.pt)")
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} applies to checkpoints only, and {args.samples} "
+                f"is not one (.safetensors/.pth/.pt)"
+            )
     source = images_source(args.samples, args.n)
     if args.n is not None and source.count < args.n:
         raise DataError(f"{args.samples} holds {source.count} images but --n {args.n} were asked for")
@@ -128,8 +170,10 @@ def _stats(args) -> int:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     save_stats(args.output, stats)
     h, w = stats.meta["image_size"]
-    print(f"wrote {args.output}: {source.description}, n={stats.n}, {w}x{h}, protocol {args.protocol}, "
-          f"inception weights sha256 {inception.sha256[:12]}")
+    print(
+        f"wrote {args.output}: {source.description}, n={stats.n}, {w}x{h}, protocol {args.protocol}, "
+        f"inception weights sha256 {inception.sha256[:12]}"
+    )
     return 0
 
 
@@ -139,12 +183,16 @@ def _compute(args) -> int:
 
     ref = load_stats(args.ref)
     if ref.dims != args.dims:
-        raise DataError(f"{args.ref} holds statistics of {ref.dims}-d features but --dims is {args.dims}; "
-                        f"recompute them with `wavediff fid stats --dims {args.dims}` or pass --dims {ref.dims}")
+        raise DataError(
+            f"{args.ref} holds statistics of {ref.dims}-d features but --dims is {args.dims}; "
+            f"recompute them with `wavediff fid stats --dims {args.dims}` or pass --dims {ref.dims}"
+        )
     source = sample_source(args)
     if args.protocol == "paper" and source.count < PAPER_N and not args.allow_few:
-        raise ConfigError(f"the paper protocol uses {PAPER_N} samples but {args.samples} gives {source.count}; "
-                          f"pass --allow-few to score them anyway (not comparable to the paper's numbers)")
+        raise ConfigError(
+            f"the paper protocol uses {PAPER_N} samples but {args.samples} gives {source.count}; "
+            f"pass --allow-few to score them anyway (not comparable to the paper's numbers)"
+        )
     inception = InceptionFeatures(args.inception_weights, resolve_device(args.device), args.dims)
     stats = fid_stats(source, inception, protocol=args.protocol, batch_size=args.batch, progress="fid")
     value = frechet_distance(stats.mu, stats.sigma, ref.mu, ref.sigma)
@@ -153,8 +201,11 @@ def _compute(args) -> int:
     _warn_mismatch(ref.meta, stats.meta)
     h, w = stats.meta["image_size"]
     ref_n = ref.n if ref.n is not None else "unknown"
-    ref_how = (f"protocol {ref.meta['protocol']}, {ref.meta.get('dataset')}"
-               if "protocol" in ref.meta else "made elsewhere (no pipeline description)")
+    ref_how = (
+        f"protocol {ref.meta['protocol']}, {ref.meta.get('dataset')}"
+        if "protocol" in ref.meta
+        else "made elsewhere (no pipeline description)"
+    )
     layer = "pool3" if args.dims == 2048 else "block average-pooled"
     print(f"FID: pytorch-fid Inception-v3 {layer} ({args.dims}-d), protocol {args.protocol}")
     print(f"samples: {source.description}, n={stats.n}, {w}x{h}")
@@ -166,19 +217,27 @@ def _compute(args) -> int:
 
 def _warn_unofficial(inception) -> None:
     if not inception.official:
-        print(f"warning: {inception.weights} (sha256 {inception.sha256[:12]}) is not the official "
-              f"pt_inception-2015-12-05-6726825d.pth; scores are not comparable to published FIDs", file=sys.stderr)
+        print(
+            f"warning: {inception.weights} (sha256 {inception.sha256[:12]}) is not the official "
+            f"pt_inception-2015-12-05-6726825d.pth; scores are not comparable to published FIDs",
+            file=sys.stderr,
+        )
 
 
 def _warn_few(n: int, dims: int) -> None:
     if n <= dims:
-        print(f"warning: {n} images for {dims}-d features: the covariance is singular and the FID unreliable",
-              file=sys.stderr)
+        print(
+            f"warning: {n} images for {dims}-d features: the covariance is singular and the FID unreliable",
+            file=sys.stderr,
+        )
 
 
 def _warn_mismatch(ref: dict, ours: dict) -> None:
-    for key, what in (("protocol", "protocol"), ("inception_weights_sha256", "Inception weights"),
-                      ("image_size", "image size")):
+    for key, what in (
+        ("protocol", "protocol"),
+        ("inception_weights_sha256", "Inception weights"),
+        ("image_size", "image size"),
+    ):
         if key in ref and ref[key] != ours[key]:
             a, b = (str(v)[:12] if key.endswith("sha256") else v for v in (ref[key], ours[key]))
             print(f"warning: the reference statistics used {what} {a}, these samples {b}", file=sys.stderr)

@@ -3,6 +3,7 @@
 k=3 nearest-neighbour manifolds of NVIDIA's VGG16 features; by default 50,000 generated
 images against up to 200,000 real ones. The last two lines are `precision X` and `recall Y`.
 """
+
 from __future__ import annotations
 
 from .fid import add_sample_arguments, check_positive, resolve_device, sample_source
@@ -10,18 +11,28 @@ from .fid import add_sample_arguments, check_positive, resolve_device, sample_so
 
 def add_arguments(p):
     add_sample_arguments(p, batch=64)
-    p.add_argument("--real", required=True, metavar="REAL",
-                   help="real images: a folder, an .npz of uint8 'images', or with --real-preset a dataset path")
-    p.add_argument("--real-preset", metavar="PRESET",
-                   help="read REAL through this preset's data pipeline (no flips), as `fid stats --preset`")
-    p.add_argument("--vgg16", required=True, metavar="PATH",
-                   help="NVIDIA's VGG16 TorchScript (vgg16.pt from the StyleGAN2-ADA metrics)")
+    p.add_argument(
+        "--real",
+        required=True,
+        metavar="REAL",
+        help="real images: a folder, an .npz of uint8 'images', or with --real-preset a dataset path",
+    )
+    p.add_argument(
+        "--real-preset",
+        metavar="PRESET",
+        help="read REAL through this preset's data pipeline (no flips), as `fid stats --preset`",
+    )
+    p.add_argument(
+        "--vgg16",
+        required=True,
+        metavar="PATH",
+        help="NVIDIA's VGG16 TorchScript (vgg16.pt from the StyleGAN2-ADA metrics)",
+    )
     p.add_argument("--max-real", type=int, default=200000, help="use at most this many real images (default 200000)")
 
 
 def run(args) -> int:
-    from ..metrics import (PR_VARIANT, VGG16Features, collect_features, dataset_source, images_source,
-                           precision_recall)
+    from ..metrics import PR_VARIANT, VGG16Features, collect_features, dataset_source, images_source, precision_recall
 
     check_positive(max_real=args.max_real)
     source = sample_source(args)

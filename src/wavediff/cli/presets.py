@@ -1,6 +1,6 @@
 """`wavediff presets`: list the named presets, or print one resolved."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 
 def add_arguments(p):
@@ -15,7 +15,9 @@ def run(args) -> int:
         return 0
     print(f"{'preset':<22} {'space':<8} {'image':>5} {'T':>2} {'G':<8} {'D':<6} {'batch x gpus':>12}")
     for name, c in PRESETS.items():
-        print(f"{name:<22} {c.space:<8} {c.image_size:>5} {c.diffusion.num_timesteps:>2} "
-              f"{c.generator.net_type:<8} {c.discriminator.kind:<6} "
-              f"{f'{c.train.batch_size} x {c.train.gpus}':>12}")
+        print(
+            f"{name:<22} {c.space:<8} {c.image_size:>5} {c.diffusion.num_timesteps:>2} "
+            f"{c.generator.net_type:<8} {c.discriminator.kind:<6} "
+            f"{f'{c.train.batch_size} x {c.train.gpus}':>12}"
+        )
     return 0

@@ -1,4 +1,5 @@
 """`wavediff sample`: images from a checkpoint into a folder, an .npz, or one grid PNG."""
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,9 @@ def run(args) -> int:
     if world > 1 and (grid or npz):
         raise ConfigError("with several processes write to a folder (--out DIR), not one file")
     my_seeds = seeds[rank::world]
-    generator, cfg = load_any_generator(args.checkpoint, preset=args.preset, official_args=args.official_args,
-                                        device=device)
+    generator, cfg = load_any_generator(
+        args.checkpoint, preset=args.preset, official_args=args.official_args, device=device
+    )
     chunks = []
     bar = tqdm(total=len(my_seeds), unit="img", desc="sampling", disable=rank != 0)
     done = 0
@@ -52,7 +54,7 @@ def run(args) -> int:
         if grid or npz:
             chunks.append(batch)
         else:
-            _write_pngs(out, my_seeds[done:done + len(batch)], batch)
+            _write_pngs(out, my_seeds[done : done + len(batch)], batch)
         done += len(batch)
         bar.update(len(batch))
     bar.close()
@@ -62,8 +64,10 @@ def run(args) -> int:
     elif grid:
         _write_grid(out, np.concatenate(chunks))
     if rank == 0:
-        print(f"wrote {len(seeds)} samples ({cfg.image_size}px, T={cfg.diffusion.num_timesteps}, "
-              f"{args.precision}, {device}) to {out}")
+        print(
+            f"wrote {len(seeds)} samples ({cfg.image_size}px, T={cfg.diffusion.num_timesteps}, "
+            f"{args.precision}, {device}) to {out}"
+        )
     return 0
 
 
@@ -96,5 +100,5 @@ def _write_grid(path: str, images) -> None:
     canvas = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
-        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+        canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
     atomic_write(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG"))

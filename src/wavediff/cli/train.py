@@ -9,6 +9,7 @@ Any config field can be set with `--set section.field=value` (repeatable); the
 flags below are shortcuts applied after them. The last line printed is the
 path of the final EMA generator checkpoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,12 @@ from ..errors import ConfigError, WaveDiffError
 
 # flag attribute -> config field
 FLAG_FIELDS = {
-    "data": "data.path", "steps": "train.steps", "checkpoint_every": "train.checkpoint_every",
-    "batch_size": "train.batch_size", "seed": "train.seed", "precision": "train.precision",
+    "data": "data.path",
+    "steps": "train.steps",
+    "checkpoint_every": "train.checkpoint_every",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "precision": "train.precision",
 }
 
 
@@ -29,15 +34,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="named preset (`wavediff presets`); optional with --resume")
     p.add_argument("--data", help="dataset path (data.path): a folder of images or the preset's dataset files")
     p.add_argument("--out", required=True, help="run directory (config, log, samples, checkpoints)")
-    p.add_argument("--steps", type=int, help="total training iterations (train.steps; default: train.num_epoch "
-                                             "epochs)")
+    p.add_argument("--steps", type=int, help="total training iterations (train.steps; default: train.num_epoch epochs)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (train.checkpoint_every)")
     p.add_argument("--batch-size", type=int, help="batch size per process (train.batch_size)")
     p.add_argument("--seed", type=int, help="training seed (train.seed)")
-    p.add_argument("--resume", metavar="auto|PATH",
-                   help="continue a run: 'auto' = the latest state in --out, or a state_XXXXXXX.pt file")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override any config field, e.g. --set train.lr_g=2e-4 (repeatable)")
+    p.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        help="continue a run: 'auto' = the latest state in --out, or a state_XXXXXXX.pt file",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override any config field, e.g. --set train.lr_g=2e-4 (repeatable)",
+    )
     p.add_argument("--precision", choices=("fp32", "bf16"), help="autocast precision (train.precision)")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (train.compile)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: this process's GPU, else the CPU)")
@@ -54,11 +66,13 @@ def resolve_config(args: argparse.Namespace):
     elif args.resume:
         base = ExperimentConfig.from_dict(_saved_config(Path(args.out), args.resume))
     else:
-        raise ConfigError("pass --preset NAME (list them with `wavediff presets`), or --resume auto to continue "
-                          "the run in --out")
+        raise ConfigError(
+            "pass --preset NAME (list them with `wavediff presets`), or --resume auto to continue the run in --out"
+        )
     overrides = list(args.set)
-    overrides += [f"{field}={getattr(args, flag)}" for flag, field in FLAG_FIELDS.items()
-                  if getattr(args, flag) is not None]
+    overrides += [
+        f"{field}={getattr(args, flag)}" for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None
+    ]
     if args.compile:
         overrides.append("train.compile=true")
     return base.override(overrides)
@@ -74,8 +88,9 @@ def _saved_config(run_dir: Path, resume: str) -> dict:
         return load_state(state, mmap=True)["config"]
     config_file = run_dir / "config.json"
     if not config_file.is_file():
-        raise ConfigError(f"nothing to resume in {run_dir} (no checkpoints, no config.json); pass --preset to "
-                          f"start a run there")
+        raise ConfigError(
+            f"nothing to resume in {run_dir} (no checkpoints, no config.json); pass --preset to start a run there"
+        )
     return json.loads(config_file.read_text())
 
 

@@ -1,4 +1,5 @@
 """The common dataset shape: `load(i)` reads raw pixels, the transform makes the tensor."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """`build_dataset`: the dataset named by a `DataConfig`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -6,6 +6,7 @@ brightness, as in MNIST), upsampled with bicubic interpolation so strokes are
 smooth rather than blocky. They are not mirror-symmetric: a demo that scores
 samples with a digit classifier should train with `data.hflip=false`.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Folders of image files: a training dataset (resize + center crop) and a raw
 uint8 reader for evaluation (no resizing)."""
+
 from __future__ import annotations
 
 import logging
@@ -23,11 +24,15 @@ def list_images(path: str | Path) -> list[Path]:
     root = require_path(str(path), "folder", "a folder of images")
     if not root.is_dir():
         raise DataError(f"'{root}' is not a folder; pass --data a folder of images (png, jpg, webp, ...)")
-    files = sorted((p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-                   key=lambda p: p.relative_to(root).as_posix())
+    files = sorted(
+        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
     if not files:
-        raise DataError(f"no image files in '{root}' (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
-                        f"recursively); pass --data a folder of images")
+        raise DataError(
+            f"no image files in '{root}' (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
+            f"recursively); pass --data a folder of images"
+        )
     return files
 
 
@@ -64,18 +69,21 @@ class ImageFolderDataset(ImageDataset):
                 first_error = first_error or f"{file.name}: {e}"
                 continue
             if min(w, h) < transform.size:
-                raise DataError(f"image '{file}' is {w}x{h}, smaller than the {transform.size}px training size; "
-                                f"pass --data a folder of images at least {transform.size}px on the shorter side, "
-                                f"or choose a preset with a smaller image size")
+                raise DataError(
+                    f"image '{file}' is {w}x{h}, smaller than the {transform.size}px training size; "
+                    f"pass --data a folder of images at least {transform.size}px on the shorter side, "
+                    f"or choose a preset with a smaller image size"
+                )
             self.files.append(file)
             if 0 < limit <= len(self.files):
                 break
         if not self.files:
-            raise DataError(f"none of the {self.skipped} image files in '{self.root}' could be read "
-                            f"(first: {first_error}); pass --data a folder of valid images")
+            raise DataError(
+                f"none of the {self.skipped} image files in '{self.root}' could be read "
+                f"(first: {first_error}); pass --data a folder of valid images"
+            )
         if self.skipped:
-            log.warning("skipped %d unreadable image file(s) in '%s' (first: %s)", self.skipped, self.root,
-                        first_error)
+            log.warning("skipped %d unreadable image file(s) in '%s' (first: %s)", self.skipped, self.root, first_error)
         self._warned: set[Path] = set()
         super().__init__(transform, len(self.files))
 
@@ -91,8 +99,7 @@ class ImageFolderDataset(ImageDataset):
         raise DataError(f"no image in '{self.root}' could be decoded; pass --data a folder of valid images")
 
 
-def iter_image_folder_uint8(path: str | Path, batch_size: int = 500,
-                            max_images: int = 0) -> Iterator[np.ndarray]:
+def iter_image_folder_uint8(path: str | Path, batch_size: int = 500, max_images: int = 0) -> Iterator[np.ndarray]:
     """Batches of uint8 [B, H, W, 3] from a folder of same-sized images, unresized
     (grey/RGBA/palette converted to RGB). Sizes are checked for all files first."""
     files = list_images(path)
@@ -106,11 +113,13 @@ def iter_image_folder_uint8(path: str | Path, batch_size: int = 500,
             raise DataError(f"'{file}' is not a readable image ({e}); remove it from '{path}'") from None
         if len(sizes) > 1:
             (a, fa), (b, fb) = sizes.items()
-            raise DataError(f"images in '{path}' differ in size: '{fa}' is {a[0]}x{a[1]}, '{fb}' is {b[0]}x{b[1]}; "
-                            f"pass a folder whose images all have the same size")
+            raise DataError(
+                f"images in '{path}' differ in size: '{fa}' is {a[0]}x{a[1]}, '{fb}' is {b[0]}x{b[1]}; "
+                f"pass a folder whose images all have the same size"
+            )
     for start in range(0, len(files), batch_size):
         batch = []
-        for file in files[start:start + batch_size]:
+        for file in files[start : start + batch_size]:
             try:
                 with Image.open(file) as img:
                     batch.append(np.asarray(to_rgb(img)))

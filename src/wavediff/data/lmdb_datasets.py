@@ -8,6 +8,7 @@ handle per process (DataLoader worker), opened on first access and shared by
 every dataset on those files. A forked worker keeps using the handle it
 inherited, which py-lmdb supports for read-only, lock-free environments.
 """
+
 from __future__ import annotations
 
 import io
@@ -71,7 +72,7 @@ def _decode_wrapped(value: bytes) -> Image.Image:
     starts = [i for i in (value.find(_JPEG_MAGIC), value.find(_PNG_MAGIC)) if i >= 0]
     if not starts:
         raise ValueError("no JPEG or PNG signature in the value")
-    return _decode_encoded(value[min(starts):])
+    return _decode_encoded(value[min(starts) :])
 
 
 _DECODERS = {"encoded": _decode_encoded, "raw": _decode_raw_square, "wrapped": _decode_wrapped}
@@ -85,8 +86,7 @@ class LMDBImageDataset(ImageDataset):
     b"__len__") in numeric order; otherwise all keys in LMDB's byte order.
     """
 
-    def __init__(self, path: Path, transform: ImageTransform, *, value_format: str, numeric_keys: bool,
-                 limit: int = 0):
+    def __init__(self, path: Path, transform: ImageTransform, *, value_format: str, numeric_keys: bool, limit: int = 0):
         self.path = path
         self.value_format = value_format
         self.keys = self._read_keys(numeric_keys, limit)
@@ -119,8 +119,9 @@ class LMDBImageDataset(ImageDataset):
                 raise ValueError("key is missing")
             return _DECODERS[self.value_format](value)
         except DECODE_ERRORS as e:
-            raise DataError(f"LMDB '{self.path}' entry {key!r} is not a readable image ({e}); "
-                            f"rebuild the database") from None
+            raise DataError(
+                f"LMDB '{self.path}' entry {key!r} is not a readable image ({e}); rebuild the database"
+            ) from None
 
 
 def lsun_church(path: str, transform: ImageTransform, limit: int = 0) -> LMDBImageDataset:

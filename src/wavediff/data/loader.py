@@ -1,4 +1,5 @@
 """DataLoader construction with a resumable, seed-determined data order."""
+
 from __future__ import annotations
 
 import itertools
@@ -18,8 +19,17 @@ class ResumableSampler(DistributedSampler):
     Call `set_epoch(e)` before each epoch, as with DistributedSampler.
     """
 
-    def __init__(self, dataset: Dataset, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
-                 start_epoch: int = 0, skip: int = 0):
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_epoch: int = 0,
+        skip: int = 0,
+    ):
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.start_epoch = start_epoch
         self.skip = skip
@@ -35,10 +45,21 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self._skipped()
 
 
-def build_dataloader(dataset: Dataset, batch_size: int, *, shuffle: bool = True, num_workers: int, seed: int,
-                     rank: int = 0, world_size: int = 1, drop_last: bool = True, start_epoch: int = 0,
-                     start_batch: int = 0, pin_memory: bool | None = None,
-                     multiprocessing_context: str | None = None) -> DataLoader:
+def build_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    num_workers: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = True,
+    start_epoch: int = 0,
+    start_batch: int = 0,
+    pin_memory: bool | None = None,
+    multiprocessing_context: str | None = None,
+) -> DataLoader:
     """A DataLoader over `dataset` using a `ResumableSampler` (`loader.sampler`).
 
     Each process (rank of world_size) sees its own shard. To resume after
@@ -46,13 +67,26 @@ def build_dataloader(dataset: Dataset, batch_size: int, *, shuffle: bool = True,
     yields only its remaining batches, identical to those of an uninterrupted run.
     Worker RNGs (random flips) are seeded from (seed, rank).
     """
-    sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
-                               start_epoch=start_epoch, skip=start_batch * batch_size)
+    sampler = ResumableSampler(
+        dataset,
+        shuffle=shuffle,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        start_epoch=start_epoch,
+        skip=start_batch * batch_size,
+    )
     if drop_last and sampler.num_samples < batch_size:
-        raise DataError(f"the dataset has {len(dataset)} images ({sampler.num_samples} per process), fewer than "
-                        f"the batch size {batch_size}; use more images or a smaller train.batch_size")
+        raise DataError(
+            f"the dataset has {len(dataset)} images ({sampler.num_samples} per process), fewer than "
+            f"the batch size {batch_size}; use more images or a smaller train.batch_size"
+        )
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=drop_last,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(seed * 1000 + rank),

@@ -7,6 +7,7 @@ STL10 loads the whole 2.7 GB `unlabeled_X.bin` into memory. torchvision is
 still used (imported only then: it is slow to import) to download and
 md5-check the official archive when the files are missing.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -34,10 +35,18 @@ class Archive:
         return self.url.rsplit("/", 1)[-1]
 
 
-CIFAR10_ARCHIVE = Archive("CIFAR-10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                          "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py")
-STL10_ARCHIVE = Archive("STL-10", "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
-                        "91f7769df0f17e558f3565bffb0c7dfb", "stl10_binary")
+CIFAR10_ARCHIVE = Archive(
+    "CIFAR-10",
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "c58f30108f718f92721af3b95e74349a",
+    "cifar-10-batches-py",
+)
+STL10_ARCHIVE = Archive(
+    "STL-10",
+    "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+    "91f7769df0f17e558f3565bffb0c7dfb",
+    "stl10_binary",
+)
 STL10_SIDE = 96
 _STL10_BYTES = 3 * STL10_SIDE * STL10_SIDE
 
@@ -53,8 +62,10 @@ def _download(archive: Archive, root: Path) -> None:
     try:
         fetch_archive(archive, root)
     except Exception as e:  # network, disk or checksum failure: all need the same fix
-        raise DataError(f"could not download {archive.name} into '{root}' ({type(e).__name__}: {e}); download "
-                        f"{archive.url} yourself and extract it into that directory") from None
+        raise DataError(
+            f"could not download {archive.name} into '{root}' ({type(e).__name__}: {e}); download "
+            f"{archive.url} yourself and extract it into that directory"
+        ) from None
 
 
 def _root(path: str, name: str) -> Path:
@@ -77,8 +88,9 @@ def read_cifar10_train(path: str) -> np.ndarray:
                 entry = pickle.load(f, encoding="latin1")
             chunks.append(np.asarray(entry.get("data", entry.get(b"data")), dtype=np.uint8).reshape(-1, 3, 32, 32))
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError) as e:
-            raise DataError(f"CIFAR-10 batch '{batch}' is unreadable ({e}); delete '{folder}' so it is "
-                            f"downloaded again") from None
+            raise DataError(
+                f"CIFAR-10 batch '{batch}' is unreadable ({e}); delete '{folder}' so it is downloaded again"
+            ) from None
     return np.concatenate(chunks).transpose(0, 2, 3, 1)
 
 
@@ -105,8 +117,10 @@ class STL10UnlabeledDataset(ImageDataset):
             _download(STL10_ARCHIVE, root)
         size = self.file.stat().st_size
         if size == 0 or size % _STL10_BYTES:
-            raise DataError(f"'{self.file}' has {size} bytes, not a whole number of 96x96 RGB images; delete "
-                            f"'{self.file.parent}' so it is downloaded again")
+            raise DataError(
+                f"'{self.file}' has {size} bytes, not a whole number of 96x96 RGB images; delete "
+                f"'{self.file.parent}' so it is downloaded again"
+            )
         self._pixels: np.ndarray | None = None
         super().__init__(transform, size // _STL10_BYTES, limit)
 

@@ -1,5 +1,6 @@
 """Image preprocessing shared by every dataset: RGB conversion, resize + center
 crop, random horizontal flip, and the uint8 -> [-1, 1] float tensor mapping."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,6 +2,7 @@
 then show what it learned — samples next to real digits, the losses, and a
 quality figure from a digit classifier.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def demo_config(minutes: float, seed: int, steps: int = 0):
     return cfg
 
 
-def run_demo(out: str | Path, minutes: float = 8.0, seed: int = 0, steps: int = 0,
-             resume: str | None = None) -> DemoResult:
+def run_demo(
+    out: str | Path, minutes: float = 8.0, seed: int = 0, steps: int = 0, resume: str | None = None
+) -> DemoResult:
     """Train for `minutes` of wall time (or `steps` iterations), then evaluate into `out`."""
     from ..training.trainer import train_run
 
@@ -57,11 +59,16 @@ def evaluate_demo(out: Path, generator_path: Path, seed: int = 0) -> DemoResult:
     score = classifier.score_images(samples).as_dict()
     baselines = {k: v.as_dict() for k, v in classifier.baselines(N_EVAL, seed).items()}
     quality = {
-        "explanation": (f"share of {N_EVAL} samples that a digit classifier trained on the real digits "
-                        f"(held-out accuracy {classifier.accuracy:.1%}) recognises with probability >= "
-                        f"{CONFIDENT}; higher is better, real digits and noise given for scale"),
-        "samples": score, "real_held_out": baselines["real_held_out"], "noise": baselines["noise"],
-        "classifier_accuracy": classifier.accuracy, "generator": str(generator_path),
+        "explanation": (
+            f"share of {N_EVAL} samples that a digit classifier trained on the real digits "
+            f"(held-out accuracy {classifier.accuracy:.1%}) recognises with probability >= "
+            f"{CONFIDENT}; higher is better, real digits and noise given for scale"
+        ),
+        "samples": score,
+        "real_held_out": baselines["real_held_out"],
+        "noise": baselines["noise"],
+        "classifier_accuracy": classifier.accuracy,
+        "generator": str(generator_path),
     }
     quality_path = atomic_write(out / "quality.json", lambda tmp: Path(tmp).write_text(json.dumps(quality, indent=1)))
     figure = _samples_vs_real(out / "samples_vs_real.png", samples[:100], real[:100])
@@ -75,12 +82,13 @@ def _grid(images: np.ndarray, cols: int = 10) -> np.ndarray:
     canvas = np.zeros((rows * (h + 2) + 2, cols * (w + 2) + 2, c), dtype=np.uint8) + 64
     for i, img in enumerate(images):
         r, col = divmod(i, cols)
-        canvas[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + col * (w + 2):2 + col * (w + 2) + w] = img
+        canvas[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = img
     return canvas
 
 
 def _samples_vs_real(path: Path, samples: np.ndarray, real: np.ndarray) -> Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -97,6 +105,7 @@ def _samples_vs_real(path: Path, samples: np.ndarray, real: np.ndarray) -> Path:
 
 def _loss_plot(path: Path, log_path: Path) -> Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -104,8 +113,11 @@ def _loss_plot(path: Path, log_path: Path) -> Path:
     rows = [r for r in rows if r.get("event") == "train"]
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [r["step"] for r in rows]
-    for key, label in (("loss_d", "D: real + fake"), ("loss_g_adv", "G: adversarial"),
-                       ("loss_rec", "G: L1 reconstruction")):
+    for key, label in (
+        ("loss_d", "D: real + fake"),
+        ("loss_g_adv", "G: adversarial"),
+        ("loss_rec", "G: L1 reconstruction"),
+    ):
         if rows and key in rows[0]:
             ax.plot(steps, [r[key] for r in rows], label=label)
     ax.set_xlabel("training step")

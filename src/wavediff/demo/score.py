@@ -1,7 +1,8 @@
 """A quality figure for digit samples: how confidently a classifier trained on
 the real digits recognises them.
 
-The classifier is a small MLP on the 8x8 grey digits scikit-learn ships, with an 11th class "not a digit" (noise, smooth blobs, flat images and
+The classifier is a small MLP on the 8x8 grey digits scikit-learn ships, with an
+11th class "not a digit" (noise, smooth blobs, flat images and
 blends of two different digits), so that garbage is not forced into a digit
 class. Samples are reduced to the same 8x8 grid by area averaging: the score
 asks "would this pass for a real handwritten digit at the data's resolution?".
@@ -9,6 +10,7 @@ We report the share of samples recognised as a digit with probability >= 0.9,
 the mean top probability, and how many of the 10 digits appear, next to the
 same numbers for held-out real digits and for random noise.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -85,8 +87,12 @@ class DigitClassifier:
         top_prob = probs[:, :NOT_A_DIGIT].max(axis=1)
         sure = top_prob >= CONFIDENT
         counts = np.bincount(top_digit[sure], minlength=10).tolist()
-        return DigitScore(recognised=float(sure.mean()), mean_confidence=float(top_prob.mean()),
-                          classes_seen=int(sum(c > 0 for c in counts)), class_counts=counts)
+        return DigitScore(
+            recognised=float(sure.mean()),
+            mean_confidence=float(top_prob.mean()),
+            classes_seen=int(sum(c > 0 for c in counts)),
+            class_counts=counts,
+        )
 
     def score_images(self, images_uint8: np.ndarray) -> DigitScore:
         return self.score_features(to_digit_features(images_uint8))

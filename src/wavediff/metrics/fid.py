@@ -1,4 +1,5 @@
 """Frechet distance between Gaussians, and streaming mean/covariance of features (float64)."""
+
 from __future__ import annotations
 
 import warnings
@@ -9,8 +10,9 @@ from scipy import linalg
 from ..errors import WaveDiffError
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64.
 
     If the product's square root is not finite (singular covariances), `eps` is
@@ -31,8 +33,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if np.iscomplexobj(covmean):
         imag = np.max(np.abs(np.diagonal(covmean).imag))
         if imag > 1e-3:
-            raise WaveDiffError(f"the covariance product has no real square root (imaginary part {imag:.3g}); "
-                                f"the statistics are degenerate, use more images")
+            raise WaveDiffError(
+                f"the covariance product has no real square root (imaginary part {imag:.3g}); "
+                f"the statistics are degenerate, use more images"
+            )
         covmean = covmean.real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 

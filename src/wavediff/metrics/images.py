@@ -3,6 +3,7 @@
 Every image the metrics see is a uint8 numpy array [H, W, 3]; batches are [B, H, W, 3].
 Folders are read by `wavediff.data.iter_image_folder_uint8`.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,10 @@ def load_npz_images(path: str | Path) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as f:
             if "images" not in f.files:
-                raise DataError(f"{path} has no array 'images' (keys: {', '.join(f.files) or 'none'}); "
-                                f"store uint8 images [N,H,W,3] under 'images'")
+                raise DataError(
+                    f"{path} has no array 'images' (keys: {', '.join(f.files) or 'none'}); "
+                    f"store uint8 images [N,H,W,3] under 'images'"
+                )
             images = f["images"]
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read {path} as an .npz of images: {e}") from None

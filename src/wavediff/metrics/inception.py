@@ -3,6 +3,7 @@
 Images go in as uint8 [B, H, W, 3]; pytorch-fid's `InceptionV3` turns [0, 1] floats into
 [-1, 1] and resizes them to 299x299 bilinearly (`resize_input=True`), as in the paper's code.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,9 @@ import torch
 
 from ..errors import WaveDiffError
 
-FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-                   "pt_inception-2015-12-05-6726825d.pth")
+FID_WEIGHTS_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_SHA256_PREFIX = "6726825d"  # torch hub convention: the file name carries its hash prefix
 FID_DIMS = 2048  # pool3; pytorch-fid's smaller choices (64, 192, 768) are for tests and quick looks
@@ -31,8 +33,10 @@ def sha256_file(path: str | Path) -> str:
 
 
 def _missing(reason: str) -> WaveDiffError:
-    return WaveDiffError(f"{reason}; download {FID_WEIGHTS_NAME} (pytorch-fid's release, {FID_WEIGHTS_URL}) "
-                         f"and pass it with --inception-weights PATH")
+    return WaveDiffError(
+        f"{reason}; download {FID_WEIGHTS_NAME} (pytorch-fid's release, {FID_WEIGHTS_URL}) "
+        f"and pass it with --inception-weights PATH"
+    )
 
 
 def resolve_inception_weights(path: str | Path | None) -> Path:
@@ -48,13 +52,16 @@ def resolve_inception_weights(path: str | Path | None) -> Path:
         try:
             torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(cached))
         except Exception as e:  # no network, proxy, HTTP error: all mean the same to the user
-            raise _missing(f"Inception weights not in the torch hub cache ({cached}) and the download failed "
-                           f"({type(e).__name__}: {e})") from None
+            raise _missing(
+                f"Inception weights not in the torch hub cache ({cached}) and the download failed "
+                f"({type(e).__name__}: {e})"
+            ) from None
     return cached
 
 
-def load_fid_inception(weights: str | Path, device: str | torch.device = "cpu",
-                       dims: int = FID_DIMS) -> torch.nn.Module:
+def load_fid_inception(
+    weights: str | Path, device: str | torch.device = "cpu", dims: int = FID_DIMS
+) -> torch.nn.Module:
     """pytorch-fid's `InceptionV3` (FID variant, the block giving `dims` features) with the state dict in `weights`."""
     from pytorch_fid import inception as pfi
 
@@ -63,16 +70,24 @@ def load_fid_inception(weights: str | Path, device: str | torch.device = "cpu",
     try:
         state_dict = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WaveDiffError(f"cannot read {weights} as a PyTorch state dict ({type(e).__name__}: {e}); "
-                            f"expected {FID_WEIGHTS_NAME} from {FID_WEIGHTS_URL}") from None
+        raise WaveDiffError(
+            f"cannot read {weights} as a PyTorch state dict ({type(e).__name__}: {e}); "
+            f"expected {FID_WEIGHTS_NAME} from {FID_WEIGHTS_URL}"
+        ) from None
     try:
         with mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: state_dict):
-            model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[dims]], resize_input=True,
-                                    normalize_input=True, use_fid_inception=True)
+            model = pfi.InceptionV3(
+                [pfi.InceptionV3.BLOCK_INDEX_BY_DIM[dims]],
+                resize_input=True,
+                normalize_input=True,
+                use_fid_inception=True,
+            )
     except (RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WaveDiffError(f"{weights} is not the FID Inception state dict ({first}); "
-                            f"expected {FID_WEIGHTS_NAME} from {FID_WEIGHTS_URL}") from None
+        raise WaveDiffError(
+            f"{weights} is not the FID Inception state dict ({first}); "
+            f"expected {FID_WEIGHTS_NAME} from {FID_WEIGHTS_URL}"
+        ) from None
     return model.eval().to(device)
 
 
@@ -80,8 +95,7 @@ class InceptionFeatures:
     """uint8 images [B, H, W, 3] -> `dims`-d features (float64 numpy), as pytorch-fid computes them
     (2048: pool3, the FID standard; smaller blocks are average-pooled over space)."""
 
-    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
-                 dims: int = FID_DIMS):
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu", dims: int = FID_DIMS):
         self.dims = dims
         self.weights = resolve_inception_weights(weights)
         self.sha256 = sha256_file(self.weights)

@@ -6,6 +6,7 @@ itself included). Precision is the fraction of generated points inside the real 
 recall the fraction of real points inside the generated one. Features come from NVIDIA's
 VGG16 TorchScript; they are kept in fp16 on a GPU (as pr50k3 does) and fp32 on the CPU.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -29,16 +30,19 @@ class VGG16Features:
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         path = Path(path)
         if not path.is_file():
-            raise WaveDiffError(f"VGG16 feature network {path} not found; download vgg16.pt (StyleGAN2-ADA's "
-                                f"metrics network) from {VGG16_URL} and pass it with --vgg16 PATH")
+            raise WaveDiffError(
+                f"VGG16 feature network {path} not found; download vgg16.pt (StyleGAN2-ADA's "
+                f"metrics network) from {VGG16_URL} and pass it with --vgg16 PATH"
+            )
         self.device = torch.device(device)
         try:
             with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format NVIDIA ships
                 warnings.simplefilter("ignore", FutureWarning)
                 self.model = torch.jit.load(str(path), map_location=self.device).eval()
         except Exception as e:
-            raise WaveDiffError(f"cannot load {path} as a TorchScript module ({type(e).__name__}); "
-                                f"expected vgg16.pt from {VGG16_URL}") from None
+            raise WaveDiffError(
+                f"cannot load {path} as a TorchScript module ({type(e).__name__}); expected vgg16.pt from {VGG16_URL}"
+            ) from None
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
 
     @torch.inference_mode()
@@ -63,22 +67,27 @@ def manifold_radii(features: torch.Tensor, k: int = PR_K, row_batch: int | None 
     if len(features) <= k:
         raise WaveDiffError(f"a k={k} manifold needs more than {k} points, got {len(features)}")
     rb = row_batch or _row_batch(len(features), features.device)
-    return torch.cat([_distances(rows, features).float().kthvalue(k + 1, dim=1).values.to(features.dtype)
-                      for rows in features.split(rb)])
+    return torch.cat(
+        [
+            _distances(rows, features).float().kthvalue(k + 1, dim=1).values.to(features.dtype)
+            for rows in features.split(rb)
+        ]
+    )
 
 
 @torch.inference_mode()
-def fraction_inside(probes: torch.Tensor, manifold: torch.Tensor, radii: torch.Tensor,
-                    row_batch: int | None = None) -> float:
+def fraction_inside(
+    probes: torch.Tensor, manifold: torch.Tensor, radii: torch.Tensor, row_batch: int | None = None
+) -> float:
     """Fraction of `probes` within radius of at least one point of `manifold`."""
     rb = row_batch or _row_batch(len(manifold), manifold.device)
-    inside = torch.cat([(_distances(rows, manifold) <= radii.unsqueeze(0)).any(dim=1)
-                        for rows in probes.split(rb)])
+    inside = torch.cat([(_distances(rows, manifold) <= radii.unsqueeze(0)).any(dim=1) for rows in probes.split(rb)])
     return float(inside.double().mean())
 
 
-def precision_recall(real: torch.Tensor, gen: torch.Tensor, k: int = PR_K,
-                     row_batch: int | None = None) -> tuple[float, float]:
+def precision_recall(
+    real: torch.Tensor, gen: torch.Tensor, k: int = PR_K, row_batch: int | None = None
+) -> tuple[float, float]:
     """(precision, recall) of generated features `gen` [N, D] against real features `real` [M, D]."""
     if real.shape[1:] != gen.shape[1:]:
         raise WaveDiffError(f"real and generated features differ in size: {list(real.shape)} vs {list(gen.shape)}")

@@ -3,12 +3,13 @@
 An `ImageSource` knows how many images it will yield before producing any, so
 count checks (e.g. the paper's 50,000 samples) fail before hours of work.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -41,16 +42,18 @@ def folder_source(path: str | Path, limit: int | None = None) -> ImageSource:
     from ..data import iter_image_folder_uint8, list_images
 
     count = _cap(len(list_images(path)), limit)
-    return ImageSource(f"folder {path}", "folder", count,
-                       lambda b: iter_image_folder_uint8(path, batch_size=b, max_images=count))
+    return ImageSource(
+        f"folder {path}", "folder", count, lambda b: iter_image_folder_uint8(path, batch_size=b, max_images=count)
+    )
 
 
 def npz_source(path: str | Path, limit: int | None = None) -> ImageSource:
     """The first `limit` (default all) images of an .npz holding uint8 `images` [N, H, W, 3]."""
     images = im.load_npz_images(path)
-    images = images[:_cap(len(images), limit)]
-    return ImageSource(f"npz {path}", "npz", len(images),
-                       lambda b: (images[i:i + b] for i in range(0, len(images), b)))
+    images = images[: _cap(len(images), limit)]
+    return ImageSource(
+        f"npz {path}", "npz", len(images), lambda b: (images[i : i + b] for i in range(0, len(images), b))
+    )
 
 
 def images_source(path: str | Path, limit: int | None = None) -> ImageSource:
@@ -62,8 +65,14 @@ def images_source(path: str | Path, limit: int | None = None) -> ImageSource:
     return folder_source(path, limit)
 
 
-def checkpoint_source(path: str | Path, seeds: Sequence[int], device: str, precision: str,
-                      preset: str | None = None, official_args: str | None = None) -> ImageSource:
+def checkpoint_source(
+    path: str | Path,
+    seeds: Sequence[int],
+    device: str,
+    precision: str,
+    preset: str | None = None,
+    official_args: str | None = None,
+) -> ImageSource:
     """Images generated from a checkpoint, one per seed, by `wavediff.sampling.generate_uint8`
     (`preset` or `official_args` describe an authors' checkpoint)."""
     if not Path(path).is_file():
@@ -101,5 +110,9 @@ def dataset_source(preset: str, path: str | Path, limit: int | None = None) -> I
         for item in loader:
             yield to_uint8(item[0] if isinstance(item, (tuple, list)) else item)
 
-    return ImageSource(f"dataset {cfg.data.dataset} at {path} via preset {preset} ({cfg.image_size}px)",
-                       cfg.data.dataset, count, batches)
+    return ImageSource(
+        f"dataset {cfg.data.dataset} at {path} via preset {preset} ({cfg.image_size}px)",
+        cfg.data.dataset,
+        count,
+        batches,
+    )

@@ -4,6 +4,7 @@ Ours: `mu`, `sigma`, `n` and `meta` (a JSON string describing how they were made
 The authors' files (`np.save` of a dict) are pickles; they are read with an
 unpickler that only builds numpy arrays and dicts, and refused if they need more.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,13 @@ class FIDStats:
 def save_stats(path: str | Path, stats: FIDStats) -> None:
     """Write `stats` as an .npz at exactly `path` (loadable with allow_pickle=False)."""
     with open(path, "wb") as f:
-        np.savez(f, mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n or 0),
-                 meta=np.array(json.dumps(stats.meta, sort_keys=True)))
+        np.savez(
+            f,
+            mu=stats.mu,
+            sigma=stats.sigma,
+            n=np.int64(stats.n or 0),
+            meta=np.array(json.dumps(stats.meta, sort_keys=True)),
+        )
 
 
 def load_stats(path: str | Path) -> FIDStats:
@@ -108,9 +114,10 @@ def _load_npy_dict(path: Path) -> dict:
             out = path.with_suffix(".npz")
             raise DataError(
                 f"{path} needs trust: its pickle asks for {e}, which is not loaded from files of unknown origin; "
-                f"if you trust it, convert it once with: python -c \"import numpy as np; "
+                f'if you trust it, convert it once with: python -c "import numpy as np; '
                 f"d = np.load('{path}', allow_pickle=True).item(); "
-                f"np.savez('{out}', mu=d['mu'], sigma=d['sigma'])\" and pass {out}") from None
+                f"np.savez('{out}', mu=d['mu'], sigma=d['sigma'])\" and pass {out}"
+            ) from None
         except Exception as e:
             raise DataError(f"cannot read {path} as pickled FID statistics ({type(e).__name__}: {e})") from None
     d = obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj

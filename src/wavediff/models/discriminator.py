@@ -25,11 +25,12 @@ of both inputs before the network.
 Blocks declare `official_names` (our attribute -> the authors' attribute) for
 the checkpoint converter, as the generator blocks do.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -102,8 +103,7 @@ class DownConvBlock(nn.Module):
 
     official_names = {"conv1": "conv1.0", "conv2": "conv2.0", "t_proj": "dense_t1", "skip": "skip.0"}
 
-    def __init__(self, in_ch: int, out_ch: int, t_dim: int, downsample: bool,
-                 fir_kernel: Sequence[int] = (1, 3, 3, 1)):
+    def __init__(self, in_ch: int, out_ch: int, t_dim: int, downsample: bool, fir_kernel: Sequence[int] = (1, 3, 3, 1)):
         super().__init__()
         # Construction order = the authors' (same random stream for a given seed).
         self.conv1 = _conv(in_ch, out_ch, 3)
@@ -124,8 +124,10 @@ class DownConvBlock(nn.Module):
 
 def check_stddev_batch(batch: int, group_size: int = 4) -> None:
     if batch > group_size and batch % group_size:
-        raise WaveDiffError(f"the discriminator's minibatch-stddev layer needs a batch of at most {group_size} "
-                            f"or a multiple of {group_size}, got {batch}; change the batch size")
+        raise WaveDiffError(
+            f"the discriminator's minibatch-stddev layer needs a batch of at most {group_size} "
+            f"or a multiple of {group_size}, got {batch}; change the batch size"
+        )
 
 
 class MinibatchStddev(nn.Module):
@@ -167,12 +169,13 @@ class TimeConditionedDiscriminator(nn.Module):
         self.band_order = cfg.band_order
         self.num_down = sum(downs)
         ngf, t_dim = cfg.ngf, cfg.t_emb_dim
-        in_ch = 2 * cfg.in_channels * cfg.patch_size ** 2
+        in_ch = 2 * cfg.in_channels * cfg.patch_size**2
         # Construction order = the authors' (same random stream for a given seed).
         self.t_embed = StepEmbedding(t_dim)
         self.stem = _conv(in_ch, widths[0], 1)
         self.blocks = nn.ModuleList(
-            DownConvBlock(widths[i], widths[i + 1], t_dim, downsample=downs[i]) for i in range(len(downs)))
+            DownConvBlock(widths[i], widths[i + 1], t_dim, downsample=downs[i]) for i in range(len(downs))
+        )
         self.stddev = MinibatchStddev(4)
         self.head_conv = _conv(8 * ngf + 1, 8 * ngf, 3, init_scale=self.head_init_scale)
         self.head_linear = _linear(8 * ngf, 1)
@@ -185,32 +188,40 @@ class TimeConditionedDiscriminator(nn.Module):
     @property
     def min_size(self) -> int:
         """Smallest accepted height/width (each downsampling block needs a side of at least 2)."""
-        return 2 ** self.num_down * self.patch_size
+        return 2**self.num_down * self.patch_size
 
     def official_parts(self) -> list[tuple[str, nn.Module]]:
         """(the authors' attribute name, our module) in the authors' key order."""
-        return ([("t_embed", self.t_embed), ("start_conv", self.stem)]
-                + [(f"conv{i + 1}", blk) for i, blk in enumerate(self.blocks)]
-                + [("final_conv", self.head_conv), ("end_linear", self.head_linear)])
+        return (
+            [("t_embed", self.t_embed), ("start_conv", self.stem)]
+            + [(f"conv{i + 1}", blk) for i, blk in enumerate(self.blocks)]
+            + [("final_conv", self.head_conv), ("end_linear", self.head_linear)]
+        )
 
     def _check(self, x_t: torch.Tensor, t: torch.Tensor, x_tp1: torch.Tensor) -> None:
         if x_t.dim() != 4 or x_t.shape != x_tp1.shape:
-            raise WaveDiffError(f"discriminator expects x_t and x_tp1 of the same shape [B, C, H, W], got "
-                                f"{tuple(x_t.shape)} and {tuple(x_tp1.shape)}")
+            raise WaveDiffError(
+                f"discriminator expects x_t and x_tp1 of the same shape [B, C, H, W], got "
+                f"{tuple(x_t.shape)} and {tuple(x_tp1.shape)}"
+            )
         b, c, h, w = x_t.shape
         if c != self.in_channels:
             raise WaveDiffError(f"discriminator was built for {self.in_channels}-channel images, got {c} channels")
         if t.shape != (b,):
-            raise WaveDiffError(f"discriminator expects t of shape [{b}] (one step index per sample), "
-                                f"got {tuple(t.shape)}")
+            raise WaveDiffError(
+                f"discriminator expects t of shape [{b}] (one step index per sample), got {tuple(t.shape)}"
+            )
         check_stddev_batch(b)
         if h < self.min_size or w < self.min_size:
-            raise WaveDiffError(f"the {self.kind} discriminator with {self.num_down} downsampling blocks needs "
-                                f"inputs of at least {self.min_size}x{self.min_size}, got {h}x{w}; use fewer "
-                                f"layers (num_layers) or larger images")
+            raise WaveDiffError(
+                f"the {self.kind} discriminator with {self.num_down} downsampling blocks needs "
+                f"inputs of at least {self.min_size}x{self.min_size}, got {h}x{w}; use fewer "
+                f"layers (num_layers) or larger images"
+            )
         if h % self.patch_size or w % self.patch_size:
-            raise WaveDiffError(f"input size {h}x{w} is not divisible by the discriminator's patch size "
-                                f"{self.patch_size}")
+            raise WaveDiffError(
+                f"input size {h}x{w} is not divisible by the discriminator's patch size {self.patch_size}"
+            )
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self.band_order != "pywt":
@@ -239,7 +250,7 @@ class SmallDiscriminator(TimeConditionedDiscriminator):
     @staticmethod
     def plan(cfg: DiscriminatorConfig) -> tuple[list[int], list[bool]]:
         n, g = _num_blocks(cfg), cfg.ngf
-        return [2 * g, 2 * g, 4 * g, 8 * g, 8 * g][:n + 1], [False, True, True, True][:n]
+        return [2 * g, 2 * g, 4 * g, 8 * g, 8 * g][: n + 1], [False, True, True, True][:n]
 
 
 class LargeDiscriminator(TimeConditionedDiscriminator):
@@ -251,15 +262,17 @@ class LargeDiscriminator(TimeConditionedDiscriminator):
     @staticmethod
     def plan(cfg: DiscriminatorConfig) -> tuple[list[int], list[bool]]:
         n, g = _num_blocks(cfg), cfg.ngf
-        return [2 * g, 4 * g, 8 * g, 8 * g, 8 * g, 8 * g, 8 * g][:n + 1], [True] * n
+        return [2 * g, 4 * g, 8 * g, 8 * g, 8 * g, 8 * g, 8 * g][: n + 1], [True] * n
 
 
 def _num_blocks(cfg: DiscriminatorConfig) -> int:
     if cfg.kind not in KINDS:
         raise ConfigError(f"unknown discriminator kind {cfg.kind!r}; use one of {KINDS}")
     if not MIN_BLOCKS <= cfg.num_layers <= MAX_BLOCKS[cfg.kind]:
-        raise ConfigError(f"discriminator.num_layers must be {MIN_BLOCKS} to {MAX_BLOCKS[cfg.kind]} for the "
-                          f"{cfg.kind} discriminator, got {cfg.num_layers}")
+        raise ConfigError(
+            f"discriminator.num_layers must be {MIN_BLOCKS} to {MAX_BLOCKS[cfg.kind]} for the "
+            f"{cfg.kind} discriminator, got {cfg.num_layers}"
+        )
     return cfg.num_layers
 
 
@@ -273,7 +286,9 @@ def build_discriminator(cfg: DiscriminatorConfig) -> TimeConditionedDiscriminato
     if cfg.band_order not in ("pywt", "dwt2d"):
         raise ConfigError(f"unknown discriminator.band_order {cfg.band_order!r}; use 'pywt' or 'dwt2d'")
     if cfg.band_order != "pywt" and cfg.in_channels % 4:
-        raise ConfigError(f"band_order {cfg.band_order!r} needs wavelet inputs (channels a multiple of 4), "
-                          f"got in_channels={cfg.in_channels}")
+        raise ConfigError(
+            f"band_order {cfg.band_order!r} needs wavelet inputs (channels a multiple of 4), "
+            f"got in_channels={cfg.in_channels}"
+        )
     _num_blocks(cfg)
     return (SmallDiscriminator if cfg.kind == "small" else LargeDiscriminator)(cfg)

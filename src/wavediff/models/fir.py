@@ -12,10 +12,11 @@ downsamples, channel by channel. Two implementations of the same sums:
 * 2-D kernels, and other devices: a transposed convolution for `up > 1` and a
   strided convolution for `down > 1`, channels folded into the batch.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -30,11 +31,11 @@ def make_kernel(k: Sequence[float] | torch.Tensor) -> torch.Tensor:
     return k / k.sum()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel_1d(k: tuple[float, ...], gain: float) -> tuple[float, ...]:
     """The 1-D factor of the separable kernel `make_kernel(k) * gain`, gain split over both axes."""
     total = float(sum(k))
-    return tuple(float(v) / total * gain ** 0.5 for v in k)
+    return tuple(float(v) / total * gain**0.5 for v in k)
 
 
 def _single(kernel: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -74,13 +75,18 @@ def _upfirdn1d(x: torch.Tensor, k: Sequence[float], dim: int, up: int, down: int
     offsets = [off for ph in phases for _, off in ph] or [0]
     left, right = max(0, -min(offsets)), max(0, max(offsets) + count - n)
     xp = _pad_axis(x, dim, left, right)
-    outs = [_weighted_sum((kf[j], xp.narrow(dim, off + left, count)) for j, off in ph) if ph
-            else torch.zeros_like(xp.narrow(dim, 0, count)) for ph in phases]
+    outs = [
+        _weighted_sum((kf[j], xp.narrow(dim, off + left, count)) for j, off in ph)
+        if ph
+        else torch.zeros_like(xp.narrow(dim, 0, count))
+        for ph in phases
+    ]
     return torch.stack(outs, dim=dim + 1).flatten(dim, dim + 1).narrow(dim, 0, n_out)
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor | Sequence[float], up: int = 1, down: int = 1,
-              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor, kernel: torch.Tensor | Sequence[float], up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Upsample (zero insertion) by `up`, pad by `pad` on both axes, FIR-filter, downsample by `down`.
 
     `kernel` is a 2-D tensor, or a 1-D sequence or tensor for a separable kernel (the
@@ -111,23 +117,23 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor | Sequence[float], up: int =
 
 def upsample_2d(x: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2, gain: float = 1) -> torch.Tensor:
     """FIR upsampling by `factor`; constant inputs are scaled by `gain`."""
-    kernel = _kernel_1d(tuple(k), gain * factor ** 2)
+    kernel = _kernel_1d(tuple(k), gain * factor**2)
     p = len(k) - factor
     return upfirdn2d(x, kernel, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2))
 
 
-def downsample_2d(x: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2,
-                  gain: float = 1) -> torch.Tensor:
+def downsample_2d(x: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2, gain: float = 1) -> torch.Tensor:
     """FIR downsampling by `factor`; constant inputs are scaled by `gain`."""
     kernel = _kernel_1d(tuple(k), gain)
     p = len(k) - factor
     return upfirdn2d(x, kernel, down=factor, pad=((p + 1) // 2, p // 2))
 
 
-def upsample_conv_2d(x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2,
-                     gain: float = 1) -> torch.Tensor:
+def upsample_conv_2d(
+    x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2, gain: float = 1
+) -> torch.Tensor:
     """Fused FIR upsampling and convolution with weight `w` [out, in, kh, kw] (StyleGAN2)."""
-    kernel = _kernel_1d(tuple(k), gain * factor ** 2)
+    kernel = _kernel_1d(tuple(k), gain * factor**2)
     conv_k = w.shape[-1]
     p = (len(k) - factor) - (conv_k - 1)
     # A transposed conv with the spatially flipped, in/out-swapped weight is the "upsample then conv".
@@ -135,8 +141,9 @@ def upsample_conv_2d(x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 
     return upfirdn2d(y, kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1))
 
 
-def conv_downsample_2d(x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2,
-                       gain: float = 1) -> torch.Tensor:
+def conv_downsample_2d(
+    x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1, 3, 3, 1), factor: int = 2, gain: float = 1
+) -> torch.Tensor:
     """Fused FIR downsampling and convolution with weight `w` [out, in, kh, kw] (StyleGAN2)."""
     kernel = _kernel_1d(tuple(k), gain)
     p = (len(k) - factor) + (w.shape[-1] - 1)
@@ -146,8 +153,17 @@ def conv_downsample_2d(x: torch.Tensor, w: torch.Tensor, k: Sequence[float] = (1
 class FIRConv2d(nn.Module):
     """Convolution with optional fused FIR up- or down-sampling (parameters `weight`, `bias`)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, up: bool = False, down: bool = False,
-                 resample_kernel: Sequence[float] = (1, 3, 3, 1), use_bias: bool = True, kernel_init=None):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        up: bool = False,
+        down: bool = False,
+        resample_kernel: Sequence[float] = (1, 3, 3, 1),
+        use_bias: bool = True,
+        kernel_init=None,
+    ):
         super().__init__()
         if up and down:
             raise ValueError("FIRConv2d cannot both upsample and downsample")

@@ -12,6 +12,7 @@ in the canonical band order:
   (so the two are not inverse to each other; the network learned around it);
 * tanh on the output unless `use_tanh` is False.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,11 +51,14 @@ class Generator(nn.Module):
         if cfg.band_order not in BAND_ORDERS:
             raise ConfigError(f"generator.band_order={cfg.band_order!r} is unknown; use one of {BAND_ORDERS}")
         if cfg.patch_size < 1 or cfg.resolution % cfg.patch_size:
-            raise ConfigError(f"generator.patch_size={cfg.patch_size} must be >= 1 and divide the resolution "
-                              f"{cfg.resolution}")
+            raise ConfigError(
+                f"generator.patch_size={cfg.patch_size} must be >= 1 and divide the resolution {cfg.resolution}"
+            )
         if cfg.band_order != "pywt" and cfg.in_channels % 4:
-            raise ConfigError(f"generator.band_order={cfg.band_order!r} needs wavelet data (channels divisible by 4), "
-                              f"got in_channels={cfg.in_channels}; use band_order=pywt for pixel-space models")
+            raise ConfigError(
+                f"generator.band_order={cfg.band_order!r} needs wavelet data (channels divisible by 4), "
+                f"got in_channels={cfg.in_channels}; use band_order=pywt for pixel-space models"
+            )
         if cfg.net_type == "wavelet":
             self.net: nn.Module = WaveletNCSNpp(cfg)
         elif cfg.net_type == "normal":

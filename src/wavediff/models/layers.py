@@ -8,6 +8,7 @@ Every block that is loaded from the authors' checkpoints declares
 `official_names`: our attribute name -> the authors' attribute name. The
 checkpoint converter reads it; nothing else depends on it.
 """
+
 from __future__ import annotations
 
 import math
@@ -142,8 +143,9 @@ class ZMapping(nn.Module):
     def __init__(self, nz: int, z_emb_dim: int, n_mlp: int):
         super().__init__()
         self.norm = PixelNorm()
-        self.layers = nn.ModuleList([style_linear(nz, z_emb_dim)]
-                                    + [style_linear(z_emb_dim, z_emb_dim) for _ in range(n_mlp)])
+        self.layers = nn.ModuleList(
+            [style_linear(nz, z_emb_dim)] + [style_linear(z_emb_dim, z_emb_dim) for _ in range(n_mlp)]
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.norm(z)
@@ -213,11 +215,28 @@ class ResnetBlock(nn.Module):
     out = (skip(resample(x)) + h) / sqrt(2).
     """
 
-    official_names = {"norm_in": "GroupNorm_0", "conv_in": "Conv_0", "temb_proj": "Dense_0",
-                      "norm_out": "GroupNorm_1", "conv_out": "Conv_1", "skip": "Conv_2"}
+    official_names = {
+        "norm_in": "GroupNorm_0",
+        "conv_in": "Conv_0",
+        "temb_proj": "Dense_0",
+        "norm_out": "GroupNorm_1",
+        "conv_out": "Conv_1",
+        "skip": "Conv_2",
+    }
 
-    def __init__(self, in_ch: int, out_ch: int | None = None, *, temb_dim: int, zemb_dim: int, up: bool = False,
-                 down: bool = False, dropout: float = 0.0, fir_kernel=(1, 3, 3, 1), skip_rescale: bool = True):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int | None = None,
+        *,
+        temb_dim: int,
+        zemb_dim: int,
+        up: bool = False,
+        down: bool = False,
+        dropout: float = 0.0,
+        fir_kernel=(1, 3, 3, 1),
+        skip_rescale: bool = True,
+    ):
         super().__init__()
         out_ch = out_ch or in_ch
         self.norm_in = AdaptiveGroupNorm(in_ch, zemb_dim)

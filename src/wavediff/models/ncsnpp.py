@@ -12,6 +12,7 @@ latent z through adaptive group norm. The module takes and returns the
 tensor exactly as the network sees it (after patchify, in the band order it
 was trained with); `generator.Generator` adapts the outside layout.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,27 +20,36 @@ import torch.nn as nn
 
 from ..config import GeneratorConfig
 from ..errors import ConfigError
-from .layers import (SQRT_HALF, AttnBlock, FIRDownsample, OutputHead, ResnetBlock, TimeEmbedding, ZMapping,
-                     conv3x3)
+from .layers import SQRT_HALF, AttnBlock, FIRDownsample, OutputHead, ResnetBlock, TimeEmbedding, ZMapping, conv3x3
 
 
 def check_supported(cfg: GeneratorConfig) -> None:
     """Raise ConfigError for settings of the authors' code that we do not implement."""
-    supported = {"net_type": ("wavelet", "normal"), "resblock_type": ("biggan",), "progressive": ("none",),
-                 "progressive_input": ("residual", "none"), "progressive_combine": ("sum", "cat"),
-                 "embedding_type": ("positional", "fourier")}
+    supported = {
+        "net_type": ("wavelet", "normal"),
+        "resblock_type": ("biggan",),
+        "progressive": ("none",),
+        "progressive_input": ("residual", "none"),
+        "progressive_combine": ("sum", "cat"),
+        "embedding_type": ("positional", "fourier"),
+    }
     for name, allowed in supported.items():
         value = getattr(cfg, name)
         if value not in allowed:
-            raise ConfigError(f"generator.{name}={value!r} is not supported; use one of {allowed} "
-                              f"(the settings of the paper's models)")
+            raise ConfigError(
+                f"generator.{name}={value!r} is not supported; use one of {allowed} "
+                f"(the settings of the paper's models)"
+            )
     if not cfg.ch_mult:
         raise ConfigError("generator.ch_mult is empty; give one multiplier per resolution, e.g. 1,2,2,2")
     if cfg.resolution % (cfg.patch_size * 2 ** (len(cfg.ch_mult) - 1)):
-        raise ConfigError(f"generator.resolution {cfg.resolution} must be divisible by patch_size * "
-                          f"2^(len(ch_mult)-1) = {cfg.patch_size * 2 ** (len(cfg.ch_mult) - 1)}")
-    uses_fir = cfg.net_type == "normal" or not cfg.use_freq or (
-        cfg.progressive_input == "residual" and not cfg.use_residual)
+        raise ConfigError(
+            f"generator.resolution {cfg.resolution} must be divisible by patch_size * "
+            f"2^(len(ch_mult)-1) = {cfg.patch_size * 2 ** (len(cfg.ch_mult) - 1)}"
+        )
+    uses_fir = (
+        cfg.net_type == "normal" or not cfg.use_freq or (cfg.progressive_input == "residual" and not cfg.use_residual)
+    )
     if uses_fir and not cfg.fir:
         raise ConfigError("generator.fir=False (nearest/average resampling) is not supported; set generator.fir=true")
 
@@ -52,8 +62,13 @@ def level_resolutions(cfg: GeneratorConfig) -> list[int]:
 class Level(nn.Module):
     """The blocks of one resolution of the encoder or decoder (absent parts are None / empty)."""
 
-    def __init__(self, blocks: list[nn.Module], attns: list[nn.Module] = (), resample: nn.Module | None = None,
-                 pyramid: nn.Module | None = None):
+    def __init__(
+        self,
+        blocks: list[nn.Module],
+        attns: list[nn.Module] = (),
+        resample: nn.Module | None = None,
+        pyramid: nn.Module | None = None,
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.attns = nn.ModuleList(attns)
@@ -83,12 +98,20 @@ class NCSNpp(nn.Module):
         check_supported(cfg)
         self.cfg = cfg
         nf, temb_dim = cfg.nf, 4 * cfg.nf
-        channels = cfg.in_channels * cfg.patch_size ** 2
+        channels = cfg.in_channels * cfg.patch_size**2
         res = level_resolutions(cfg)
 
         def block(in_ch, out_ch=None, **kw):
-            return ResnetBlock(in_ch, out_ch, temb_dim=temb_dim, zemb_dim=cfg.z_emb_dim, dropout=cfg.dropout,
-                               fir_kernel=cfg.fir_kernel, skip_rescale=cfg.skip_rescale, **kw)
+            return ResnetBlock(
+                in_ch,
+                out_ch,
+                temb_dim=temb_dim,
+                zemb_dim=cfg.z_emb_dim,
+                dropout=cfg.dropout,
+                fir_kernel=cfg.fir_kernel,
+                skip_rescale=cfg.skip_rescale,
+                **kw,
+            )
 
         def attn(ch):
             return AttnBlock(ch, skip_rescale=cfg.skip_rescale)
@@ -150,8 +173,9 @@ def official_order(net: nn.Module) -> list[nn.Module]:
     return mods + net.head.official_order()
 
 
-def unet_forward(net: nn.Module, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
-                 carries_highs: bool) -> torch.Tensor:
+def unet_forward(
+    net: nn.Module, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor, carries_highs: bool
+) -> torch.Tensor:
     """The NCSN++ U-Net pass shared by the plain and the wavelet generator (pre-tanh output).
 
     With `carries_highs` (frequency-aware blocks), each encoder down block also

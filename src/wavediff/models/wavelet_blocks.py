@@ -16,6 +16,7 @@ Inside the network the high bands travel in the order of the authors' DWT_2D
 (the grouped convolution of the up blocks, the pyramid's input channels)
 were learned in that order.
 """
+
 from __future__ import annotations
 
 import torch
@@ -65,7 +66,7 @@ class WaveletDownBlock(ResnetBlock):
         h = self.conv_in(F.silu(self.norm_in(x, zemb)))
         c = h.shape[1]
         bands = dwt(h)  # (LL, P, Q, HH)
-        highs = torch.cat([bands[:, 2 * c:3 * c], bands[:, c:2 * c], bands[:, 3 * c:]], dim=1)
+        highs = torch.cat([bands[:, 2 * c : 3 * c], bands[:, c : 2 * c], bands[:, 3 * c :]], dim=1)
         x_low = F.avg_pool2d(self.skip(x), 2)  # == LL / 2 of the shortcut; its high bands are unused
         return self._finish(x_low, bands[:, :c] * 0.5, temb, zemb), highs
 

@@ -12,6 +12,7 @@
 the wavelet pyramid by a FIR-downsampling convolution (the paper's ablations).
 Works in the network's own layout; `generator.Generator` adapts the outside one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,10 +32,15 @@ class WaveletNCSNpp(nn.Module):
         check_supported(cfg)
         self.cfg = cfg
         nf, temb_dim = cfg.nf, 4 * cfg.nf
-        channels = cfg.in_channels * cfg.patch_size ** 2
+        channels = cfg.in_channels * cfg.patch_size**2
         res = level_resolutions(cfg)
-        common = dict(temb_dim=temb_dim, zemb_dim=cfg.z_emb_dim, dropout=cfg.dropout, fir_kernel=cfg.fir_kernel,
-                      skip_rescale=cfg.skip_rescale)
+        common = dict(
+            temb_dim=temb_dim,
+            zemb_dim=cfg.z_emb_dim,
+            dropout=cfg.dropout,
+            fir_kernel=cfg.fir_kernel,
+            skip_rescale=cfg.skip_rescale,
+        )
 
         def attn(ch):
             return AttnBlock(ch, skip_rescale=cfg.skip_rescale)
@@ -57,14 +63,18 @@ class WaveletNCSNpp(nn.Module):
                 high_ch.append(ch)
                 down = WaveletDownBlock(ch, **common) if cfg.use_freq else ResnetBlock(ch, down=True, **common)
                 if cfg.progressive_input == "residual":
-                    pyramid = WaveletInputPyramid(pyr_ch, ch) if cfg.use_residual else \
-                        FIRDownsample(pyr_ch, ch, cfg.fir_kernel)
+                    pyramid = (
+                        WaveletInputPyramid(pyr_ch, ch)
+                        if cfg.use_residual
+                        else FIRDownsample(pyr_ch, ch, cfg.fir_kernel)
+                    )
                     pyr_ch = ch
                 skip_ch.append(ch)
             self.encoder.append(Level(blocks, attns, down, pyramid))
 
-        self.middle = FrequencyBottleneck(ResnetBlock(ch, **common), attn(ch), ResnetBlock(ch, **common),
-                                          use_fbn=cfg.use_fbn)
+        self.middle = FrequencyBottleneck(
+            ResnetBlock(ch, **common), attn(ch), ResnetBlock(ch, **common), use_fbn=cfg.use_fbn
+        )
 
         self.decoder = nn.ModuleList()
         for i in reversed(range(len(cfg.ch_mult))):
@@ -75,8 +85,11 @@ class WaveletNCSNpp(nn.Module):
             attns = [attn(ch)] if res[i] in cfg.attn_resolutions else []
             up = None
             if i > 0:
-                up = WaveletUpBlock(ch, hi_ch=high_ch.pop(), **common) if cfg.use_freq else \
-                    ResnetBlock(ch, up=True, **common)
+                up = (
+                    WaveletUpBlock(ch, hi_ch=high_ch.pop(), **common)
+                    if cfg.use_freq
+                    else ResnetBlock(ch, up=True, **common)
+                )
             self.decoder.append(Level(blocks, attns, up))
         self.head = OutputHead(ch, channels)
         self.z_mapping = ZMapping(cfg.nz, cfg.z_emb_dim, cfg.n_mlp)

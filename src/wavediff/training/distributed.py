@@ -3,6 +3,7 @@
 Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment) the group
 uses NCCL on GPUs and gloo on CPU. Rank 0 alone writes files.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -47,8 +48,9 @@ class DistContext:
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """In-place reduction over ranks (`op`: sum | min | max); a no-op in one process."""
         if self.distributed:
-            dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN,
-                                        "max": dist.ReduceOp.MAX}[op])
+            dist.all_reduce(
+                tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op]
+            )
         return tensor
 
 
@@ -77,8 +79,9 @@ def init_distributed(device: str | None = None) -> DistContext:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30),
-                                device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group(
+            backend, timeout=datetime.timedelta(minutes=30), device_id=dev if dev.type == "cuda" else None
+        )
     return DistContext(rank, world, local_rank, dev)
 
 

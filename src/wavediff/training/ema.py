@@ -13,6 +13,7 @@ in EDM (Karras et al. 2022): the EMA half-life, in images, is limited to
 so a short run's EMA tracks recent weights instead of staying at the
 random initialisation.
 """
+
 from __future__ import annotations
 
 import copy

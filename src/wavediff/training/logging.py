@@ -2,6 +2,7 @@
 
 Only rank 0 creates a `RunLog` that writes; the others get a silent one.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,18 @@ class RunLog:
         self._last = _clock()
         if self._budget > 0:
             fmt = f"{{percentage:3.0f}}%|{{bar}}| {{elapsed}} of {self._budget / 60:g} min{{postfix}}"
-            self.bar = tqdm(total=self._budget, bar_format=fmt, dynamic_ncols=True, disable=not self.enabled,
-                            mininterval=1.0)
+            self.bar = tqdm(
+                total=self._budget, bar_format=fmt, dynamic_ncols=True, disable=not self.enabled, mininterval=1.0
+            )
         else:
-            self.bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
-                            disable=not self.enabled, mininterval=1.0)
+            self.bar = tqdm(
+                total=total_steps,
+                initial=initial_step,
+                unit="step",
+                dynamic_ncols=True,
+                disable=not self.enabled,
+                mininterval=1.0,
+            )
 
     def event(self, event: str, **fields) -> None:
         """Append one record `{"event": event, "time": ..., **fields}`."""

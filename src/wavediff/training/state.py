@@ -5,6 +5,7 @@ bit-exactly, loadable with `torch.load(weights_only=True)`) and
 `generator_XXXXXXX.safetensors` (the EMA generator in our format); the last
 `keep_last` of each are kept, `generator_final.safetensors` always.
 """
+
 from __future__ import annotations
 
 import random
@@ -19,10 +20,20 @@ from ..errors import CheckpointError
 STATE_FORMAT = "wavediff-train-state"
 STATE_VERSION = 1
 # Fields that may change when a run is resumed (length, cadence, data location, speed knobs).
-RESUMABLE_CHANGES = frozenset({
-    "train.steps", "train.num_epoch", "train.max_minutes", "train.checkpoint_every", "train.keep_last",
-    "train.log_every", "train.sample_every", "train.compile", "data.path", "data.num_workers",
-})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "train.steps",
+        "train.num_epoch",
+        "train.max_minutes",
+        "train.checkpoint_every",
+        "train.keep_last",
+        "train.log_every",
+        "train.sample_every",
+        "train.compile",
+        "data.path",
+        "data.num_workers",
+    }
+)
 _STATE_RE = re.compile(r"state_(\d+)\.pt$")
 _GEN_RE = re.compile(r"generator_(\d+)\.safetensors$")
 
@@ -56,7 +67,7 @@ def latest_state(run_dir: Path) -> Path | None:
 def prune(run_dir: Path, keep: int) -> None:
     """Delete all but the newest `keep` states and numbered generator exports."""
     for pattern in (_STATE_RE, _GEN_RE):
-        for _, path in _numbered(checkpoint_dir(run_dir), pattern)[:-max(keep, 1)]:
+        for _, path in _numbered(checkpoint_dir(run_dir), pattern)[: -max(keep, 1)]:
             path.unlink(missing_ok=True)
 
 
@@ -67,8 +78,12 @@ def capture_rng(train_rng: torch.Generator) -> dict:
     state = {
         "train": train_rng.get_state(),
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
         "python": [int(v) for v in random.getstate()[1]],
     }
     if train_rng.device.type == "cuda":
@@ -93,18 +108,24 @@ def load_state(path: Path, mmap: bool = False) -> dict:
     `mmap=True` maps the tensors instead of reading them (cheap, to look at the config).
     """
     if not path.is_file():
-        raise CheckpointError(f"training state {path} not found; pass --resume auto or the path of a "
-                              f"RUN_DIR/checkpoints/state_XXXXXXX.pt file")
+        raise CheckpointError(
+            f"training state {path} not found; pass --resume auto or the path of a "
+            f"RUN_DIR/checkpoints/state_XXXXXXX.pt file"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise CheckpointError(f"cannot read training state {path} ({str(e).splitlines()[0][:120]}); it may be "
-                              f"truncated or not a wavediff training state: pass another one") from None
+        raise CheckpointError(
+            f"cannot read training state {path} ({str(e).splitlines()[0][:120]}); it may be "
+            f"truncated or not a wavediff training state: pass another one"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a wavediff training state; pass a RUN_DIR/checkpoints/state_*.pt file")
     if state.get("version") != STATE_VERSION:
-        raise CheckpointError(f"{path} has training-state version {state.get('version')}, this wavediff reads "
-                              f"version {STATE_VERSION}; resume it with the wavediff version that wrote it")
+        raise CheckpointError(
+            f"{path} has training-state version {state.get('version')}, this wavediff reads "
+            f"version {STATE_VERSION}; resume it with the wavediff version that wrote it"
+        )
     return state
 
 
@@ -121,12 +142,17 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
 def config_differences(saved: dict, current: dict) -> list[str]:
     """`field: saved -> current` for every field that differs and may not change on resume."""
     a, b = _flatten(saved), _flatten(current)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)]
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)
+    ]
 
 
 def check_same_config(saved: dict, current: dict, source: str) -> None:
     diffs = config_differences(saved, current)
     if diffs:
-        raise CheckpointError(f"{source} was written with a different config ({'; '.join(diffs)}); resume with "
-                              f"the same preset and --set values, or start a new run with another --out")
+        raise CheckpointError(
+            f"{source} was written with a different config ({'; '.join(diffs)}); resume with "
+            f"the same preset and --set values, or start a new run with another --out"
+        )

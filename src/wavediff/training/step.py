@@ -14,6 +14,7 @@ backward pass. All randomness comes from one explicit `torch.Generator`, in
 the authors' draw order (t, pair noises, z, posterior noise), so a resumed run
 repeats it exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,8 +47,16 @@ class Nets:
 
 
 class TrainStep:
-    def __init__(self, nets: Nets, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                 diffusion: VPDiffusion, cfg: ExperimentConfig, rng: torch.Generator, device: torch.device):
+    def __init__(
+        self,
+        nets: Nets,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        diffusion: VPDiffusion,
+        cfg: ExperimentConfig,
+        rng: torch.Generator,
+        device: torch.device,
+    ):
         self.nets, self.opt_g, self.opt_d = nets, opt_g, opt_d
         self.diffusion, self.rng, self.device = diffusion, rng, device
         self.nz = cfg.generator.nz

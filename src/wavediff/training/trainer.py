@@ -14,6 +14,7 @@ rank); each rank then draws its data flips and training noise from RNGs seeded
 with (seed, rank), all of which are saved in the training state, so a resumed
 run continues exactly as an uninterrupted one (bit-exact on CPU, num_workers 0).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,14 +37,24 @@ from ..diffusion import VPDiffusion
 from ..errors import ConfigError, WaveDiffError
 from ..models.discriminator import build_discriminator, check_stddev_batch
 from ..models.generator import build_generator
-from ..sampling import sample, to_uint8
 from ..runtime import configure_torch
+from ..sampling import sample, to_uint8
 from ..wavelets import image_to_wavelet
 from .distributed import DistContext, init_distributed
 from .ema import EMA
 from .logging import RunLog
-from .state import (STATE_FORMAT, STATE_VERSION, capture_rng, check_same_config, generator_path, latest_state,
-                    load_state, prune, restore_rng, state_path)
+from .state import (
+    STATE_FORMAT,
+    STATE_VERSION,
+    capture_rng,
+    check_same_config,
+    generator_path,
+    latest_state,
+    load_state,
+    prune,
+    restore_rng,
+    state_path,
+)
 from .step import Nets, TrainStep
 
 ETA_MIN = 1e-5
@@ -51,8 +62,9 @@ SAMPLE_SEEDS = range(64)
 LOSS_NAMES = ("loss_d_real", "loss_d_fake", "r1", "loss_g_adv", "loss_rec")
 
 
-def train_run(cfg: ExperimentConfig, out: str | Path, *, resume: str | None = None,
-              ctx: DistContext | None = None) -> Path:
+def train_run(
+    cfg: ExperimentConfig, out: str | Path, *, resume: str | None = None, ctx: DistContext | None = None
+) -> Path:
     """Train `cfg` into run directory `out` (resume: None, "auto" or a state path).
 
     Returns the path of the final EMA generator checkpoint.
@@ -66,14 +78,18 @@ def validate_config(cfg: ExperimentConfig) -> None:
     tc = cfg.train
     if cfg.space not in ("wavelet", "pixel"):
         raise ConfigError(f"space={cfg.space!r} is unknown; use 'wavelet' or 'pixel'")
-    expected = {"generator.in_channels": (cfg.generator.in_channels, cfg.data_channels),
-                "discriminator.in_channels": (cfg.discriminator.in_channels, cfg.data_channels),
-                "generator.resolution": (cfg.generator.resolution, cfg.data_resolution),
-                "data.image_size": (cfg.data.image_size, cfg.image_size)}
+    expected = {
+        "generator.in_channels": (cfg.generator.in_channels, cfg.data_channels),
+        "discriminator.in_channels": (cfg.discriminator.in_channels, cfg.data_channels),
+        "generator.resolution": (cfg.generator.resolution, cfg.data_resolution),
+        "data.image_size": (cfg.data.image_size, cfg.image_size),
+    }
     for key, (got, want) in expected.items():
         if got != want:
-            raise ConfigError(f"{key}={got} does not fit a {cfg.space}-space model of {cfg.image_size}px images "
-                              f"(expected {want}); set it with --set {key}={want}")
+            raise ConfigError(
+                f"{key}={got} does not fit a {cfg.space}-space model of {cfg.image_size}px images "
+                f"(expected {want}); set it with --set {key}={want}"
+            )
     if tc.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision={tc.precision!r} is not supported for training; use fp32 or bf16")
     for key in ("batch_size", "lazy_reg", "checkpoint_every", "keep_last", "log_every"):
@@ -82,8 +98,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
     if tc.steps < 0 or tc.num_epoch < 1 or tc.sample_every < 0:
         raise ConfigError("train.steps and train.sample_every must be >= 0 and train.num_epoch >= 1")
     if not 0.0 <= tc.ema_decay < 1.0 or tc.ema_rampup < 0:
-        raise ConfigError(f"train.ema_decay must be in [0, 1) and ema_rampup >= 0, got {tc.ema_decay}, "
-                          f"{tc.ema_rampup}")
+        raise ConfigError(f"train.ema_decay must be in [0, 1) and ema_rampup >= 0, got {tc.ema_decay}, {tc.ema_rampup}")
     check_stddev_batch(tc.batch_size)
 
 
@@ -102,9 +117,18 @@ class Trainer:
 
         dataset = build_dataset(cfg.data)
         self.dataset_info = {"images": len(dataset), "skipped_unreadable": getattr(dataset, "skipped", 0)}
-        self.loader = build_dataloader(dataset, tc.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
-                                       seed=tc.seed, rank=ctx.rank, world_size=ctx.world_size, drop_last=True,
-                                       start_epoch=self.epoch, start_batch=self.batch_in_epoch)
+        self.loader = build_dataloader(
+            dataset,
+            tc.batch_size,
+            shuffle=True,
+            num_workers=cfg.data.num_workers,
+            seed=tc.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            drop_last=True,
+            start_epoch=self.epoch,
+            start_batch=self.batch_in_epoch,
+        )
         self.batches_per_epoch = self.loader.sampler.num_samples // tc.batch_size
         self.global_batch = tc.batch_size * ctx.world_size
         self.total_steps = tc.steps or tc.num_epoch * self.batches_per_epoch
@@ -134,8 +158,10 @@ class Trainer:
         config_file = run_dir / "config.json"
         if resume is None:
             if config_file.exists():
-                raise ConfigError(f"{run_dir} already holds a run (config.json); pass --resume auto to continue "
-                                  f"it, or choose a new --out")
+                raise ConfigError(
+                    f"{run_dir} already holds a run (config.json); pass --resume auto to continue "
+                    f"it, or choose a new --out"
+                )
             return None
         path = latest_state(run_dir) if resume == "auto" else Path(resume)
         if path is None:  # nothing saved yet: start over, but only as the same run
@@ -186,8 +212,10 @@ class Trainer:
         if len(rngs) == self.ctx.world_size:
             restore_rng(rngs[self.ctx.rank], self.rng)
         elif self.ctx.is_main:
-            print(f"note: the state was saved by {len(rngs)} process(es), this run has {self.ctx.world_size}; "
-                  f"random streams are re-seeded, the data order is re-sharded")
+            print(
+                f"note: the state was saved by {len(rngs)} process(es), this run has {self.ctx.world_size}; "
+                f"random streams are re-seeded, the data order is re-sharded"
+            )
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Path:
@@ -196,16 +224,28 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.run_dir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json()))
         ctx.barrier()
-        self.log = RunLog(self.run_dir if ctx.is_main else None, self.total_steps, self.step,
-                          time_budget_s=60 * cfg.train.max_minutes)
-        self.log.event("resume" if self.resumed_from else "start", step=self.step, epoch=self.epoch,
-                       resumed_from=self.resumed_from, world_size=ctx.world_size,
-                       batch_per_process=cfg.train.batch_size, global_batch=self.global_batch,
-                       total_steps=self.total_steps, batches_per_epoch=self.batches_per_epoch,
-                       device=str(self.device), precision=cfg.train.precision, dataset=self.dataset_info)
-        self.log.write(f"training {cfg.name} on {self.device} x{ctx.world_size}: batch {cfg.train.batch_size} per "
-                       f"process, {self.global_batch} global; steps {self.step}..{self.total_steps} "
-                       f"({self.batches_per_epoch} per epoch)")
+        self.log = RunLog(
+            self.run_dir if ctx.is_main else None, self.total_steps, self.step, time_budget_s=60 * cfg.train.max_minutes
+        )
+        self.log.event(
+            "resume" if self.resumed_from else "start",
+            step=self.step,
+            epoch=self.epoch,
+            resumed_from=self.resumed_from,
+            world_size=ctx.world_size,
+            batch_per_process=cfg.train.batch_size,
+            global_batch=self.global_batch,
+            total_steps=self.total_steps,
+            batches_per_epoch=self.batches_per_epoch,
+            device=str(self.device),
+            precision=cfg.train.precision,
+            dataset=self.dataset_info,
+        )
+        self.log.write(
+            f"training {cfg.name} on {self.device} x{ctx.world_size}: batch {cfg.train.batch_size} per "
+            f"process, {self.global_batch} global; steps {self.step}..{self.total_steps} "
+            f"({self.batches_per_epoch} per epoch)"
+        )
         self._reset_window()
         self._started = time.perf_counter()
         self.stopped_early = False
@@ -293,8 +333,10 @@ class Trainer:
         if first != torch.iinfo(torch.int64).max:
             last = latest_state(self.run_dir)
             kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
-            raise WaveDiffError(f"a loss became NaN or inf at step {first}; training stopped and {kept}; resume "
-                                f"from it with lower learning rates (--set train.lr_g=... train.lr_d=...) or fp32")
+            raise WaveDiffError(
+                f"a loss became NaN or inf at step {first}; training stopped and {kept}; resume "
+                f"from it with lower learning rates (--set train.lr_g=... train.lr_d=...) or fp32"
+            )
 
     def _log_window(self) -> None:
         self._check_finite()
@@ -304,20 +346,27 @@ class Trainer:
         mean = {k: v / (max(self._window_r1, 1) if k == "r1" else n) for k, v in mean.items()}
         elapsed = time.perf_counter() - self._window_start[0]
         done = self.step - self._window_start[1]
-        values = {"epoch": self.epoch, "kimg": self.step * self.global_batch / 1000,
-                  "loss_d": mean["loss_d_real"] + mean["loss_d_fake"],
-                  "loss_g": mean["loss_g_adv"] + mean["loss_rec"], **mean,
-                  "lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"],
-                  "ema_decay": self.ema_beta, "sec_per_step": elapsed / max(done, 1),
-                  "images_per_s": done * self.global_batch / max(elapsed, 1e-9)}
+        values = {
+            "epoch": self.epoch,
+            "kimg": self.step * self.global_batch / 1000,
+            "loss_d": mean["loss_d_real"] + mean["loss_d_fake"],
+            "loss_g": mean["loss_g_adv"] + mean["loss_rec"],
+            **mean,
+            "lr_g": self.opt_g.param_groups[0]["lr"],
+            "lr_d": self.opt_d.param_groups[0]["lr"],
+            "ema_decay": self.ema_beta,
+            "sec_per_step": elapsed / max(done, 1),
+            "images_per_s": done * self.global_batch / max(elapsed, 1e-9),
+        }
         self.log.scalars(self.step, values)
         self._reset_window()
 
     def _save_samples(self) -> Path:
         G = self.ema.module if self.ema is not None else self.nets.G
         seeds = list(SAMPLE_SEEDS)
-        images = np.concatenate([to_uint8(sample(G, seeds[i:i + 16], self.cfg, self.device))
-                                 for i in range(0, len(seeds), 16)])
+        images = np.concatenate(
+            [to_uint8(sample(G, seeds[i : i + 16], self.cfg, self.device)) for i in range(0, len(seeds), 16)]
+        )
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
         atomic_write(path, lambda tmp: Image.fromarray(_grid(images, 8)).save(tmp, format="PNG"))
         return path
@@ -326,8 +375,7 @@ class Trainer:
     def _finish_checks(self) -> None:
         self._check_finite()
         hashes = self.ctx.all_gather_object({"G": _weights_hash(self.nets.G), "D": _weights_hash(self.nets.D)})
-        self.log.event("weights", step=self.step, sha256_per_rank=hashes,
-                       identical=all(h == hashes[0] for h in hashes))
+        self.log.event("weights", step=self.step, sha256_per_rank=hashes, identical=all(h == hashes[0] for h in hashes))
 
     def _checkpoint(self, final: bool) -> Path:
         """Save the training state and the EMA generator (rank 0); returns the generator path."""
@@ -336,12 +384,22 @@ class Trainer:
         gen_file = generator_path(self.run_dir, None if final else self.step)
         if not self.ctx.is_main:
             return gen_file
-        state = {"format": STATE_FORMAT, "version": STATE_VERSION, "step": self.step, "epoch": self.epoch,
-                 "batch_in_epoch": self.batch_in_epoch, "config": self.cfg.to_dict(),
-                 "G": self.nets.G.state_dict(), "D": self.nets.D.state_dict(),
-                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                 "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(), "rng": rngs}
+        state = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "config": self.cfg.to_dict(),
+            "G": self.nets.G.state_dict(),
+            "D": self.nets.D.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "rng": rngs,
+        }
         atomic_torch_save(state, state_path(self.run_dir, self.step))
         G = self.ema.module if self.ema is not None else self.nets.G
         meta = {"step": self.step, "epoch": self.epoch, "kimg": self.step * self.global_batch / 1000}
@@ -350,8 +408,13 @@ class Trainer:
             save_generator(gen_file, G, self.cfg, meta)
             self._save_samples()
         prune(self.run_dir, self.cfg.train.keep_last)
-        self.log.event("checkpoint", step=self.step, state=str(state_path(self.run_dir, self.step)),
-                       generator=str(gen_file), final=final)
+        self.log.event(
+            "checkpoint",
+            step=self.step,
+            state=str(state_path(self.run_dir, self.step)),
+            generator=str(gen_file),
+            final=final,
+        )
         return gen_file
 
 
