@@ -18,3 +18,13 @@ class CheckpointError(WaveDiffError):
 
 class DataError(WaveDiffError):
     """A dataset path or image that cannot be used."""
+
+
+class OutputError(WaveDiffError):
+    """An output file or folder that cannot be created or written (read-only, full disk, a file in the way)."""
+
+
+class Interrupted(WaveDiffError):
+    """Ctrl-C: the message says what was kept and how to continue. The CLI exits with status 130."""
+
+    exit_code = 130

@@ -81,9 +81,27 @@ def load_any_generator(
         ckpt = load_generator_checkpoint(path, device)
         return ckpt.generator, ckpt.config
     if preset is None and official_args is None:
+        _refuse_training_state(path)
         raise ConfigError(
             f"{path} looks like the authors' checkpoint: add --preset NAME or --official-args "
             f"ARGS.json (or convert it once with `wavediff convert-official`)"
         )
     cfg = resolve_official_config(preset, official_args)
     return load_official_generator_with_config(path, cfg, device), cfg
+
+
+def _refuse_training_state(path: str | os.PathLike) -> None:
+    """One line when a wavediff training state (state_*.pt) is given where a generator is expected."""
+    from ..errors import CheckpointError
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a readable zip checkpoint: the caller's message applies
+        return
+    if isinstance(obj, dict) and obj.get("format") == "wavediff-train-state":
+        step = obj.get("step")
+        export = f"generator_{step:07d}.safetensors" if isinstance(step, int) else "generator_*.safetensors"
+        raise CheckpointError(
+            f"{path} is a wavediff training state (step {step}), not a generator; sample from the EMA generator "
+            f"exported next to it (checkpoints/{export} or generator_final.safetensors)"
+        )

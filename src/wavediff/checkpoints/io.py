@@ -20,33 +20,54 @@ import torch
 import torch.nn as nn
 
 from ..config import ExperimentConfig
-from ..errors import CheckpointError, WaveDiffError
+from ..errors import CheckpointError, OutputError, WaveDiffError
+from ..outputs import os_error_reason
 
 FORMAT = "wavediff-generator"
 FORMAT_VERSION = "1"
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call `write(tmp_path)`, fsync, then rename onto `path` (same folder, so the rename is atomic)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, fsync: bool = True) -> Path:
+    """Call `write(tmp_path)`, fsync, then rename onto `path` (same folder, so the rename is atomic).
+
+    A failed write (full disk, read-only file system, ...) removes the temporary file, leaves
+    any previous `path` untouched and raises a one-line OutputError saying so.
+    `fsync=False` keeps the rename (never a half-written file) without waiting for the disk.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    existed = path.exists()
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            what, fix = os_error_reason(e)
+            kept = f"the previous {path.name} is untouched" if existed else "nothing was written"
+            raise OutputError(f"cannot write {path}: {what}; {kept}; {fix}") from None
         raise
     return path
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """`torch.save` through `atomic_write` (for training states)."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """`torch.save` through `atomic_write` (for training states).
+
+    It writes through a file object, so a full disk surfaces as an OSError (ENOSPC), not torch's RuntimeError.
+    """
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    return atomic_write(path, write)
 
 
 def save_generator(

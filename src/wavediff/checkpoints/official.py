@@ -257,6 +257,11 @@ def read_official_state_dict(path: str | os.PathLike, part: str = "G") -> dict[s
             f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {first[:160]}); "
             f"it may be truncated or not a checkpoint: download it again"
         ) from None
+    if isinstance(obj, dict) and obj.get("format") == "wavediff-train-state":
+        raise CheckpointError(
+            f"{path} is a wavediff training state, not the authors' checkpoint; use the generator exported "
+            f"next to it (checkpoints/generator_*.safetensors), or continue training with --resume {path}"
+        )
     if isinstance(obj, dict) and ("netG_dict" in obj or "netD_dict" in obj):
         key = "netG_dict" if part == "G" else "netD_dict"
         if key not in obj:
@@ -266,4 +271,22 @@ def read_official_state_dict(path: str | os.PathLike, part: str = "G") -> dict[s
         raise CheckpointError(
             f"{path} does not hold a state dict of tensors; expected the authors' netG_<epoch>.pth or content.pth"
         )
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
+    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
+    _check_part(path, state, part)
+    return state
+
+
+def _check_part(path: Path, state: dict[str, torch.Tensor], part: str) -> None:
+    """One line when the authors' discriminator is given where their generator is expected, or the reverse."""
+    is_g = any(k.startswith("all_modules.") for k in state)
+    is_d = not is_g and any(k.startswith("t_embed.") for k in state)
+    if part == "G" and is_d:
+        raise CheckpointError(
+            f"{path} holds the authors' discriminator (netD), not their generator; pass netG_<epoch>.pth "
+            f"from the same run (or their content.pth)"
+        )
+    if part == "D" and is_g:
+        raise CheckpointError(
+            f"{path} holds the authors' generator (netG), not their discriminator; pass netD_<epoch>.pth "
+            f"from the same run (or their content.pth)"
+        )

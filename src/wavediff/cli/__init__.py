@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import WaveDiffError
+from ..errors import Interrupted, WaveDiffError
 from ..runtime import configure_environment, configure_torch
 
 # command name -> (module relative to this package, one-line help)
@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": (".bench", "time the sampler with the paper's protocol"),
     "convert-official": (".convert", "convert the authors' netG_<epoch>.pth / content.pth into our format"),
     "presets": (".presets", "list the named presets, or print one resolved"),
+    "serve": (".serve", "a local web playground for a checkpoint: samples, interpolations, trajectories"),
 }
 
 
@@ -55,11 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except WaveDiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report(e)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def report(e: WaveDiffError, prefix: str = "") -> int:
+    """Print `e` as one line (`error: ...`, or `interrupted: ...` after Ctrl-C); returns the exit status."""
+    kind = "interrupted" if isinstance(e, Interrupted) else "error"
+    message = " ".join(str(e).split())  # always one line
+    print(f"{kind}{prefix}: {message}", file=sys.stderr)
+    return getattr(e, "exit_code", 2)
 
 
 if __name__ == "__main__":

@@ -26,14 +26,19 @@ def add_arguments(p):
 def run(args) -> int:
     import torch
 
+    from ..devices import resolve_device
     from ..errors import ConfigError
     from ..timing import time_sampler
 
     if args.runs < 1 or args.warmup < 0:
-        raise ConfigError("--runs must be >= 1 and --warmup >= 0")
+        raise ConfigError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} and {args.warmup}")
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.preset:
         from ..models.generator import build_generator
         from ..presets import get_preset

@@ -18,9 +18,11 @@ def add_arguments(p):
 def run(args) -> int:
     from ..checkpoints.convert import convert_official_checkpoint
     from ..errors import ConfigError
+    from ..outputs import check_writable
 
     if not args.out.endswith(".safetensors"):
         raise ConfigError(f"output {args.out} must end with .safetensors")
+    check_writable(args.out, flag="-o")
     out, cfg, n_params = convert_official_checkpoint(
         args.checkpoint, args.out, preset=args.preset, official_args=args.official_args
     )

@@ -14,9 +14,13 @@ def add_arguments(p):
 def run(args) -> int:
     from ..demo.run import run_demo
     from ..errors import ConfigError
+    from ..outputs import check_writable
 
     if args.minutes <= 0:
-        raise ConfigError("--minutes must be positive")
+        raise ConfigError(f"--minutes must be positive, got {args.minutes:g}")
+    if args.steps < 0:
+        raise ConfigError(f"--steps must be >= 1 (or 0: use --minutes), got {args.steps}")
+    check_writable(args.out, directory=True)
     res = run_demo(args.out, minutes=args.minutes, seed=args.seed, steps=args.steps, resume=args.resume)
     q = res.score
     s, real, noise = q["samples"], q["real_held_out"], q["noise"]

@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from ..devices import resolve_device
+
 
 def split_for_this_process(device: str | None) -> tuple[int, int, torch.device]:
     """(rank, world_size, device) from torchrun's environment; one process when not under torchrun.
@@ -15,6 +17,4 @@ def split_for_this_process(device: str | None) -> tuple[int, int, torch.device]:
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return rank, world, torch.device(device)
+    return rank, world, resolve_device(device, local_rank)

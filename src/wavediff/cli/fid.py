@@ -101,9 +101,10 @@ def add_sample_arguments(p, batch: int) -> None:
 
 
 def resolve_device(name: str | None) -> str:
-    import torch
+    """--device checked against this machine (one line for an unknown device or a missing GPU)."""
+    from ..devices import resolve_device as resolve
 
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+    return str(resolve(name))
 
 
 def check_positive(**values: int | None) -> None:
@@ -121,6 +122,7 @@ def sample_source(args, default_n: int = PAPER_N):
     from ..sampling import parse_seeds
 
     check_positive(n=args.n, batch=args.batch)
+    device = resolve_device(args.device)
     if is_checkpoint(args.samples):
         if args.seeds:
             seeds = parse_seeds(args.seeds)
@@ -131,7 +133,7 @@ def sample_source(args, default_n: int = PAPER_N):
         return checkpoint_source(
             args.samples,
             seeds,
-            resolve_device(args.device),
+            device,
             args.precision,
             preset=args.preset,
             official_args=args.official_args,
@@ -153,21 +155,21 @@ def run(args) -> int:
 
 
 def _stats(args) -> int:
-    from pathlib import Path
-
     from ..metrics import InceptionFeatures, dataset_source, fid_stats, images_source, save_stats
+    from ..outputs import check_writable
 
     check_positive(batch=args.batch, max_images=args.max_images)
+    device = resolve_device(args.device)
+    check_writable(args.output, flag="-o")
     if args.preset:
         source = dataset_source(args.preset, args.data, args.max_images)
     else:
         source = images_source(args.data, args.max_images)
-    inception = InceptionFeatures(args.inception_weights, resolve_device(args.device), args.dims)
+    inception = InceptionFeatures(args.inception_weights, device, args.dims)
     stats = fid_stats(source, inception, protocol=args.protocol, batch_size=args.batch, progress="fid stats")
     stats.meta["preset"] = args.preset
     _warn_unofficial(inception)
     _warn_few(stats.n, args.dims)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     save_stats(args.output, stats)
     h, w = stats.meta["image_size"]
     print(

@@ -24,6 +24,7 @@ def run(args) -> int:
     from ..checkpoints.convert import load_any_generator
     from ..checkpoints.io import atomic_write
     from ..errors import ConfigError
+    from ..outputs import check_writable
     from ..sampling import generate, parse_seeds
     from .dist import split_for_this_process
 
@@ -31,18 +32,21 @@ def run(args) -> int:
         seeds = parse_seeds(args.seeds)
         if args.n is not None and args.n != len(seeds):
             raise ConfigError(f"--n {args.n} disagrees with --seeds ({len(seeds)} seeds); give one of them")
-    elif args.n:
+    elif args.n is not None:
+        if args.n < 1:
+            raise ConfigError(f"--n must be >= 1, got {args.n}")
         seeds = list(range(args.n))
     else:
         raise ConfigError("say how many samples: --n N or --seeds A-B")
     if args.batch < 1:
-        raise ConfigError("--batch must be >= 1")
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     out = args.out
     grid = out.lower().endswith(".png")
     npz = out.lower().endswith(".npz")
     rank, world, device = split_for_this_process(args.device)
     if world > 1 and (grid or npz):
         raise ConfigError("with several processes write to a folder (--out DIR), not one file")
+    check_writable(out, directory=not (grid or npz))
     my_seeds = seeds[rank::world]
     generator, cfg = load_any_generator(
         args.checkpoint, preset=args.preset, official_args=args.official_args, device=device
@@ -74,9 +78,11 @@ def run(args) -> int:
 def _write_pngs(folder: str, seeds, batch) -> None:
     from PIL import Image
 
-    os.makedirs(folder, exist_ok=True)
-    for seed, img in zip(seeds, batch):
-        Image.fromarray(img).save(os.path.join(folder, f"seed{seed:06d}.png"))
+    from ..checkpoints.io import atomic_write
+
+    for seed, img in zip(seeds, batch):  # renamed into place: Ctrl-C or a full disk never leaves half a PNG
+        path = os.path.join(folder, f"seed{seed:06d}.png")
+        atomic_write(path, lambda tmp, img=img: Image.fromarray(img).save(tmp, format="PNG"), fsync=False)
 
 
 def _savez(path: str, **arrays) -> None:

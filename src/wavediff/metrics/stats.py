@@ -33,15 +33,20 @@ class FIDStats:
 
 
 def save_stats(path: str | Path, stats: FIDStats) -> None:
-    """Write `stats` as an .npz at exactly `path` (loadable with allow_pickle=False)."""
-    with open(path, "wb") as f:
-        np.savez(
-            f,
-            mu=stats.mu,
-            sigma=stats.sigma,
-            n=np.int64(stats.n or 0),
-            meta=np.array(json.dumps(stats.meta, sort_keys=True)),
-        )
+    """Write `stats` as an .npz at exactly `path` (loadable with allow_pickle=False), atomically."""
+    from ..checkpoints.io import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+            np.savez(
+                f,
+                mu=stats.mu,
+                sigma=stats.sigma,
+                n=np.int64(stats.n or 0),
+                meta=np.array(json.dumps(stats.meta, sort_keys=True)),
+            )
+
+    atomic_write(path, write)
 
 
 def load_stats(path: str | Path) -> FIDStats:

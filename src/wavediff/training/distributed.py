@@ -15,7 +15,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
+from ..devices import resolve_device
+from ..errors import WaveDiffError
+
+
+class PeerLost(WaveDiffError):
+    """Another training process (or node) died, or stopped answering within the collective timeout."""
 
 
 @dataclass
@@ -54,23 +59,12 @@ class DistContext:
         return tensor
 
 
-def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
-    """`device` as given, else this process's GPU, else the CPU."""
-    if device is None:
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
-    return dev
+def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> DistContext:
+    """The context of this process; joins the process group when started by torchrun.
 
-
-def init_distributed(device: str | None = None) -> DistContext:
-    """The context of this process; joins the process group when started by torchrun."""
+    `timeout_s` bounds every collective: a process (or a whole node) that stops answering for
+    that long makes the others fail with `PeerLost` instead of waiting forever.
+    """
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -79,10 +73,36 @@ def init_distributed(device: str | None = None) -> DistContext:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(
-            backend, timeout=datetime.timedelta(minutes=30), device_id=dev if dev.type == "cuda" else None
-        )
+        try:
+            dist.init_process_group(
+                backend,
+                timeout=datetime.timedelta(seconds=timeout_s),
+                device_id=dev if dev.type == "cuda" else None,
+            )
+        except (RuntimeError, ValueError) as e:
+            raise PeerLost(
+                f"cannot join the {world} training processes ({first_line(e)}); check that every node runs the "
+                f"same torchrun command with the same --rdzv-endpoint, then start them again"
+            ) from None
     return DistContext(rank, world, local_rank, dev)
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]
+
+
+def is_peer_failure(e: BaseException) -> bool:
+    """Whether `e`, raised by a collective, means another process died or stopped answering."""
+    if isinstance(e, dist.DistError):
+        return True
+    if not isinstance(e, RuntimeError):
+        return False
+    text = str(e).lower()
+    return any(
+        s in text
+        for s in ("gloo", "nccl", "connection closed", "connection reset", "timed out", "timeout", "broken pipe")
+    )
 
 
 def shutdown(ctx: DistContext) -> None:

@@ -1,0 +1,40 @@
+"""`--device` values, checked once: a device this machine has, or one line saying what to pass instead."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ConfigError
+
+
+def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
+    """The torch device for `--device NAME` (None: this process's GPU when there is one, else the CPU).
+
+    Raises a one-line ConfigError for names torch does not know, device types this
+    package does not run on, CUDA without a usable GPU, or a GPU index out of range.
+    """
+    if name is None or name == "":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "mps":
+        if not (torch.backends.mps.is_available()):
+            raise ConfigError(f"device {name!r} requested but this machine has no usable MPS device; use --device cpu")
+        return dev
+    if dev.type != "cuda":
+        raise ConfigError(f"device type {dev.type!r} is not supported by wavediff; use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {name!r} requested but no CUDA GPU is available (no NVIDIA driver or GPU, or a CPU-only "
+            f"torch build); use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    index = local_rank if dev.index is None else dev.index
+    if index >= count:
+        have = "cuda:0" if count == 1 else f"cuda:0 .. cuda:{count - 1}"
+        raise ConfigError(f"device {name!r} does not exist: this machine has {count} GPU(s) ({have}); pass one of them")
+    return torch.device("cuda", index)
