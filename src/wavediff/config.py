@@ -114,6 +114,13 @@ class TrainConfig:
     keep_last: int = 3
     log_every: int = 50
     sample_every: int = 1000
+    # Metrics during training (training/metrics.py): every `metrics_every` steps (0 = never) the FID of
+    # `metrics_n` EMA samples (0 = 500 for digits, 5000 with Inception) against `fid_ref` statistics
+    # (Inception, weights from `inception_weights` or the torch hub cache); digits need neither.
+    metrics_every: int = 0
+    metrics_n: int = 0
+    fid_ref: str = ""
+    inception_weights: str = ""
     gpus: int = 1  # number of GPUs the paper used (documentation; torchrun decides)
 
 

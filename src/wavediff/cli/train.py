@@ -27,6 +27,10 @@ FLAG_FIELDS = {
     "batch_size": "train.batch_size",
     "seed": "train.seed",
     "precision": "train.precision",
+    "metrics_every": "train.metrics_every",
+    "metrics_n": "train.metrics_n",
+    "fid_ref": "train.fid_ref",
+    "inception_weights": "train.inception_weights",
 }
 
 
@@ -49,6 +53,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SECTION.FIELD=VALUE",
         help="override any config field, e.g. --set train.lr_g=2e-4 (repeatable)",
+    )
+    p.add_argument(
+        "--metrics-every",
+        type=int,
+        metavar="K",
+        help="every K steps, the FID of EMA samples; the best generator is kept (train.metrics_every)",
+    )
+    p.add_argument("--metrics-n", type=int, metavar="N", help="samples per measurement (train.metrics_n)")
+    p.add_argument(
+        "--fid-ref",
+        metavar="REF.npz",
+        help="reference statistics from `wavediff fid stats` (train.fid_ref; digits need none)",
+    )
+    p.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="local pt_inception-2015-12-05-6726825d.pth (train.inception_weights; default: torch hub cache)",
     )
     p.add_argument("--precision", choices=("fp32", "bf16"), help="autocast precision (train.precision)")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (train.compile)")

@@ -54,6 +54,21 @@ def _negatives(digits: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Ge
     return np.concatenate([noise, blobs, flat, blends])
 
 
+def nearest_distances(queries: np.ndarray, references: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """L2 distance of each query row to its nearest reference row (on the 8x8 grid in [0, 1]).
+
+    `exclude_self`: queries are references themselves; a zero distance to an identical row is skipped
+    once (its own copy), so a held-out digit is measured against the other digits.
+    """
+    q = torch.from_numpy(np.asarray(queries, np.float32))
+    r = torch.from_numpy(np.asarray(references, np.float32))
+    d = torch.cdist(q, r)
+    if exclude_self:
+        rows, own = torch.arange(len(q)), d.argmin(dim=1)
+        d[rows, own] = torch.where(d[rows, own] == 0, torch.inf, d[rows, own])
+    return d.min(dim=1).values.numpy()
+
+
 class DigitClassifier:
     """A small MLP (10 digits + "not a digit"); `held_out` real digits are kept for the baseline."""
 
@@ -96,6 +111,12 @@ class DigitClassifier:
 
     def score_images(self, images_uint8: np.ndarray) -> DigitScore:
         return self.score_features(to_digit_features(images_uint8))
+
+    @torch.no_grad()
+    def features(self, images_uint8: np.ndarray) -> np.ndarray:
+        """The hidden layer (128-d, after the ReLU) for uint8 [N, S, S, 3] images: the digits-FID features."""
+        x = torch.from_numpy(to_digit_features(images_uint8))
+        return self.net[1](self.net[0](x)).double().numpy()
 
     def baselines(self, n: int, seed: int = 0) -> dict[str, DigitScore]:
         """Scores of held-out real digits and of uniform noise images, for reading the figure."""

@@ -59,6 +59,12 @@ class RunLog:
             for k, v in values.items():
                 self._tb.add_scalar(f"train/{k}", v, step)
 
+    def tb_scalars(self, prefix: str, step: int, values: dict[str, float]) -> None:
+        """TensorBoard scalars `prefix/name` (when TensorBoard is installed)."""
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(f"{prefix}/{k}", v, step)
+
     def advance(self, steps: int = 1) -> None:
         self._step += steps
         if self._budget <= 0:

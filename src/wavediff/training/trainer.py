@@ -43,6 +43,7 @@ from ..wavelets import image_to_wavelet
 from .distributed import DistContext, init_distributed
 from .ema import EMA
 from .logging import RunLog
+from .metrics import MetricTracker, build_feature_space
 from .state import (
     STATE_FORMAT,
     STATE_VERSION,
@@ -95,6 +96,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
     for key in ("batch_size", "lazy_reg", "checkpoint_every", "keep_last", "log_every"):
         if getattr(tc, key) < 1:
             raise ConfigError(f"train.{key} must be at least 1, got {getattr(tc, key)}")
+    if tc.metrics_every < 0 or tc.metrics_n < 0:
+        raise ConfigError(
+            f"train.metrics_every and train.metrics_n must be >= 0, got {tc.metrics_every}, {tc.metrics_n}"
+        )
     if tc.steps < 0 or tc.num_epoch < 1 or tc.sample_every < 0:
         raise ConfigError("train.steps and train.sample_every must be >= 0 and train.num_epoch >= 1")
     if not 0.0 <= tc.ema_decay < 1.0 or tc.ema_rampup < 0:
@@ -147,6 +152,11 @@ class Trainer:
         self.diffusion = VPDiffusion(cfg.diffusion, self.device)
         self.train_step = TrainStep(self.nets, self.opt_g, self.opt_d, self.diffusion, cfg, self.rng, self.device)
         self.resumed_from = state.get("path") if state else None
+        self.metrics = None  # rank 0 measures the EMA generator every train.metrics_every steps
+        if tc.metrics_every and ctx.is_main:
+            self.metrics = MetricTracker(cfg, run_dir, self.device, build_feature_space(cfg, self.device))
+            if state and state.get("metrics"):
+                self.metrics.load_state_dict(state["metrics"])
         self.ema_beta: float | None = None  # the decay of the last EMA update, for the log
 
     # ------------------------------------------------------------------ setup
@@ -227,6 +237,8 @@ class Trainer:
         self.log = RunLog(
             self.run_dir if ctx.is_main else None, self.total_steps, self.step, time_budget_s=60 * cfg.train.max_minutes
         )
+        if self.metrics is not None:
+            self.metrics.log = self.log
         self.log.event(
             "resume" if self.resumed_from else "start",
             step=self.step,
@@ -258,6 +270,8 @@ class Trainer:
                         break
                 if self.stopped_early:
                     break
+            if self.metrics is not None and self.metrics.last_step != self.step:
+                self._measure()  # the final generator is always scored
             self._finish_checks()
             final = self._checkpoint(final=True)
         except WaveDiffError as e:
@@ -293,6 +307,8 @@ class Trainer:
         if tc.sample_every and self.step % tc.sample_every == 0 and self.step < self.total_steps:
             if self.ctx.is_main:
                 self._save_samples()
+        if self.metrics is not None and self.metrics.due(self.step) and self.step < self.total_steps:
+            self._measure()
         if self.step % tc.checkpoint_every == 0 and self.step < self.total_steps:
             self._checkpoint(final=False)
 
@@ -301,7 +317,7 @@ class Trainer:
         budget = self.cfg.train.max_minutes
         if budget <= 0:
             return False
-        over = time.perf_counter() - self._started > budget * 60
+        over = self._train_seconds() > budget * 60
         if self.ctx.distributed:  # every rank stops at the same step; one process needs no tensor (or GPU sync)
             over = bool(self.ctx.all_reduce(torch.tensor(float(over), device=self.device), "max"))
         self.stopped_early = over
@@ -311,6 +327,15 @@ class Trainer:
             self.log.event("time_limit", step=self.step, max_minutes=budget)
             self.log.write(f"stopping at step {self.step}: the {budget:g}-minute budget is spent")
         return self.stopped_early
+
+    def _train_seconds(self) -> float:
+        """Wall time of this invocation, less the time spent on metrics."""
+        return time.perf_counter() - self._started - (self.metrics.seconds if self.metrics is not None else 0.0)
+
+    def _measure(self) -> None:
+        G = self.ema.module if self.ema is not None else self.nets.G
+        meta = {"epoch": self.epoch, "kimg": self.step * self.global_batch / 1000}
+        self.metrics.measure(G, self.step, self._train_seconds(), meta)
 
     def _end_epoch(self) -> None:
         self.epoch += 1
@@ -400,6 +425,8 @@ class Trainer:
             "sched_d": self.sched_d.state_dict(),
             "rng": rngs,
         }
+        if self.metrics is not None:
+            state["metrics"] = self.metrics.state_dict(self._train_seconds())
         atomic_torch_save(state, state_path(self.run_dir, self.step))
         G = self.ema.module if self.ema is not None else self.nets.G
         meta = {"step": self.step, "epoch": self.epoch, "kimg": self.step * self.global_batch / 1000}
