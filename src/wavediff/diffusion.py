@@ -11,7 +11,7 @@ whatever the batch it is drawn in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -140,6 +140,27 @@ class VPDiffusion:
         for i in reversed(range(self.num_timesteps)):
             t = torch.full((b,), i, dtype=torch.int64, device=x.device)
             z = randn((b, nz), generator, x.device, x.dtype)
-            x0 = generator_net(x, t, z)
+            x0 = generator_net(x, t, z).to(x.dtype)  # under autocast: the posterior stays in x's precision
             x = self.posterior_sample(x0, x, t, randn(x.shape, generator, x.device, x.dtype))
         return x
+
+    def sample_steps(
+        self,
+        generator_net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        x_init: torch.Tensor,
+        nz: int,
+        draw: Callable[[tuple[int, ...], torch.dtype], torch.Tensor],
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """`sample` one step at a time: yields (t, predicted x_0, x_t) for t = T-1 .. 0.
+
+        `draw(shape, dtype)` supplies the noise, called in `sample`'s order (z, then the posterior
+        noise, at every step), so `draw = lambda s, d: randn(s, gens, device, d)` gives `sample`'s
+        states exactly; other draws (e.g. interpolated noise) steer the same sampler.
+        """
+        x = x_init
+        b = x.shape[0]
+        for i in reversed(range(self.num_timesteps)):
+            t = torch.full((b,), i, dtype=torch.int64, device=x.device)
+            x0 = generator_net(x, t, draw((b, nz), x.dtype)).to(x.dtype)  # as in `sample`
+            x = self.posterior_sample(x0, x, t, draw(tuple(x.shape), x.dtype))
+            yield i, x0, x

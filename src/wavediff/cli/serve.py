@@ -1,0 +1,52 @@
+"""`wavediff serve`: a local web playground for a checkpoint: samples, interpolations, trajectories, bands."""
+
+from __future__ import annotations
+
+
+def add_arguments(p):
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        metavar="CHECKPOINT | RUN_DIR",
+        help="a .safetensors checkpoint, the authors' .pth with --preset/--official-args, or a run directory "
+        "(its final, else latest, EMA generator); default: runs/demo",
+    )
+    p.add_argument("--preset", help="for the authors' .pth: the paper preset it belongs to")
+    p.add_argument("--official-args", metavar="ARGS.json", help="for the authors' .pth: their training arguments")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default fp32")
+    p.add_argument("--quiet", action="store_true", help="do not log each request")
+
+
+def run(args) -> int:
+    import sys
+
+    from ..checkpoints.convert import load_any_generator
+    from ..devices import resolve_device
+    from ..serve.app import bind
+    from ..serve.generation import Playground, resolve_checkpoint
+
+    path = resolve_checkpoint(args.checkpoint)
+    device = resolve_device(args.device)
+    server = bind(args.host, args.port, quiet=args.quiet)
+    try:
+        generator, cfg = load_any_generator(path, preset=args.preset, official_args=args.official_args, device=device)
+        server.playground = Playground(generator, cfg, device, args.precision, source=path.name)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                f"note: listening on {args.host}: anyone who can reach this port can use the playground",
+                file=sys.stderr,
+            )
+        print(
+            f"serving {path} ({cfg.name}, {cfg.image_size}px, T={cfg.diffusion.num_timesteps}, {device}, "
+            f"{args.precision}) at {server.url}  (Ctrl+C stops)",
+            flush=True,
+        )
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0

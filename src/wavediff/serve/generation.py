@@ -1,0 +1,227 @@
+"""What the playground draws: sample grids, seed interpolations and denoising trajectories.
+
+Every view draws its noise exactly as `wavediff.sampling.sample` does (one `torch.Generator`
+per seed: the initial noise, then z and the posterior noise at each step), so seed s shows
+the image that `wavediff sample --seeds s` writes at the same precision.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import ExperimentConfig
+from ..diffusion import VPDiffusion, randn
+from ..errors import CheckpointError, ConfigError
+from ..sampling import autocast, parse_seeds, sample, to_uint8
+from ..wavelets import dwt_bands, wavelet_to_image
+
+MAX_IMAGES = 64  # per request
+MAX_SEED = 2**63 - 1
+BAND_NAMES = ("LL", "LH", "HL", "HH")
+MAX_DETAIL_GAIN = 20.0  # detail bands are stretched to fill [-1, 1], by at most this factor
+_SEEDS_RE = re.compile(r"^\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*$")
+_NUMBERED_RE = re.compile(r"generator_(\d+)\.safetensors$")
+
+
+def bounded_seeds(text: str, limit: int = MAX_IMAGES) -> list[int]:
+    """`parse_seeds` for untrusted text: checks the syntax and the count before expanding any range."""
+    text = (text or "").strip()
+    if len(text) > 400 or not _SEEDS_RE.match(text):
+        raise ConfigError(f"bad seed list {text[:40]!r}; write e.g. 0-15 or 1,5,7-9 (seeds are integers >= 0)")
+    count = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        lo_i, hi_i = int(lo), int(hi or lo)
+        if hi_i < lo_i:
+            raise ConfigError(f"bad seed range {part.strip()!r}; the first seed must not exceed the last")
+        if hi_i > MAX_SEED:
+            raise ConfigError(f"seed {hi_i} is too large; seeds go from 0 to {MAX_SEED}")
+        count += hi_i - lo_i + 1
+        if count > limit:
+            raise ConfigError(f"seed list {text[:40]!r} asks for more than {limit} images; ask for at most {limit}")
+    return parse_seeds(text)
+
+
+def one_seed(text: str, what: str = "seed") -> int:
+    text = (text or "").strip()
+    if not text.isdigit() or int(text) > MAX_SEED:
+        raise ConfigError(f"bad {what} {text[:40]!r}; give one integer from 0 to {MAX_SEED}")
+    return int(text)
+
+
+def resolve_checkpoint(arg: str | None, default_run: str = "runs/demo") -> Path:
+    """A checkpoint file, or a run directory's final (else latest) EMA generator; None: the demo's run."""
+    if arg is None:
+        if not Path(default_run).is_dir():
+            raise ConfigError(
+                f"no checkpoint given and {default_run} does not exist; pass a .safetensors checkpoint or a run "
+                f"directory (wavediff serve runs/NAME), or train one first with `wavediff demo`"
+            )
+        arg = default_run
+    path = Path(arg)
+    if path.is_dir():
+        for folder in (path / "checkpoints", path):
+            if (folder / "generator_final.safetensors").is_file():
+                return folder / "generator_final.safetensors"
+            numbered = sorted(
+                (int(m.group(1)), p)
+                for p in folder.glob("generator_*.safetensors")
+                if (m := _NUMBERED_RE.match(p.name))
+            )
+            if numbered:
+                return numbered[-1][1]
+        raise CheckpointError(
+            f"{path} holds no generator checkpoint (checkpoints/generator_final.safetensors or "
+            f"generator_NNNNNNN.safetensors); pass a .safetensors file or the run directory of `wavediff train`/`demo`"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; pass a .safetensors checkpoint or a run directory")
+    return path
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Spherical interpolation between two noise tensors of one sample (exactly a at 0 and b at 1)."""
+    if alpha <= 0.0:
+        return a.clone()
+    if alpha >= 1.0:
+        return b.clone()
+    af, bf = a.flatten().double(), b.flatten().double()
+    cos = torch.dot(af, bf) / (af.norm() * bf.norm()).clamp(min=1e-12)
+    theta = torch.arccos(cos.clamp(-1.0, 1.0))
+    if theta < 1e-4:
+        return ((1 - alpha) * a.double() + alpha * b.double()).to(a.dtype)
+    out = (torch.sin((1 - alpha) * theta) * a.double() + torch.sin(alpha * theta) * b.double()) / torch.sin(theta)
+    return out.to(a.dtype)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def mosaic(rows: Sequence[Sequence[np.ndarray]], gap: int = 2, columns: int | None = None) -> np.ndarray:
+    """Rows of equally sized uint8 images on a white canvas (`columns` per row, default the longest row)."""
+    size = max(img.shape[0] for row in rows for img in row)
+    cols = columns or max(len(row) for row in rows)
+    canvas = np.full((len(rows) * (size + gap) - gap, cols * (size + gap) - gap, 3), 255, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, img in enumerate(row):
+            h, w = img.shape[:2]
+            y, x = r * (size + gap), c * (size + gap)
+            canvas[y : y + h, x : x + w] = img
+    return canvas
+
+
+def grid_rows(images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    cols = math.ceil(math.sqrt(len(images)))
+    return [list(images[i : i + cols]) for i in range(0, len(images), cols)]
+
+
+@dataclass
+class Result:
+    """A view's images (uint8 [H, W, 3]) with labels, the rows of its download PNG, and its generation time."""
+
+    images: list[np.ndarray]
+    labels: list[str]
+    rows: list[list[np.ndarray]]
+    seconds: float
+    extra: dict
+
+
+class Playground:
+    """One loaded generator and the views the page asks for (callers serialise access: one at a time)."""
+
+    def __init__(self, generator: nn.Module, cfg: ExperimentConfig, device, precision: str = "fp32", source: str = ""):
+        autocast(torch.device(device), precision)  # validates the precision
+        self.generator, self.cfg, self.device, self.precision = generator, cfg, torch.device(device), precision
+        self.source = source
+        self.diffusion = VPDiffusion(cfg.diffusion, self.device)
+
+    def info(self) -> dict:
+        g, cfg = self.cfg.generator, self.cfg
+        return {
+            "checkpoint": self.source,
+            "preset": cfg.name,
+            "space": cfg.space,
+            "image_size": cfg.image_size,
+            "steps": cfg.diffusion.num_timesteps,
+            "nz": g.nz,
+            "network": f"{g.net_type}, nf {g.nf}, ch_mult {','.join(map(str, g.ch_mult))}",
+            "parameters": sum(p.numel() for p in self.generator.parameters()),
+            "device": str(self.device),
+            "precision": self.precision,
+            "max_images": MAX_IMAGES,
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _to_image(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return wavelet_to_image(x) if self.cfg.space == "wavelet" else x.clamp(-1.0, 1.0)
+
+    def _state_shape(self, n: int) -> tuple[int, ...]:
+        return (n, self.cfg.data_channels, self.cfg.data_resolution, self.cfg.data_resolution)
+
+    def _draws(self, seed: int) -> list[torch.Tensor]:
+        """Seed's noise in `sample`'s order: x_T, then (z, posterior noise) for each step."""
+        gens = [torch.Generator(self.device).manual_seed(seed)]
+        draws = [randn(self._state_shape(1), gens, self.device)]
+        for _ in range(self.diffusion.num_timesteps):
+            draws.append(randn((1, self.cfg.generator.nz), gens, self.device))
+            draws.append(randn(self._state_shape(1), gens, self.device))
+        return draws
+
+    def _run(self, x_init: torch.Tensor, draw: Callable) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        with torch.no_grad(), autocast(self.device, self.precision):
+            return list(self.diffusion.sample_steps(self.generator, x_init, self.cfg.generator.nz, draw))
+
+    # ------------------------------------------------------------------ views
+    def grid(self, seeds: Sequence[int]) -> Result:
+        start = time.perf_counter()
+        images = list(to_uint8(sample(self.generator, seeds, self.cfg, self.device, self.precision)))
+        seconds = time.perf_counter() - start
+        return Result(images, [f"seed {s}" for s in seeds], grid_rows(images), seconds, {"seeds": list(seeds)})
+
+    def interpolation(self, seed_a: int, seed_b: int, frames: int) -> Result:
+        if not 2 <= frames <= MAX_IMAGES:
+            raise ConfigError(f"bad frame count {frames}; ask for 2 to {MAX_IMAGES} frames")
+        start = time.perf_counter()
+        a, b = self._draws(seed_a), self._draws(seed_b)
+        alphas = [i / (frames - 1) for i in range(frames)]
+        mixed = [torch.cat([slerp(da[0], db[0], t)[None] for t in alphas]) for da, db in zip(a, b)]
+        queue = iter(mixed[1:])
+        steps = self._run(mixed[0], lambda shape, dtype: next(queue).to(dtype))
+        images = list(to_uint8(self._to_image(steps[-1][2])))
+        seconds = time.perf_counter() - start
+        labels = [f"{seed_a}" if t == 0 else f"{seed_b}" if t == 1 else f"{t:.2f}" for t in alphas]
+        return Result(images, labels, [images], seconds, {"alphas": alphas})
+
+    def trajectory(self, seed: int) -> Result:
+        start = time.perf_counter()
+        gens = [torch.Generator(self.device).manual_seed(seed)]
+        x_T = randn(self._state_shape(1), gens, self.device)
+        steps = self._run(x_T, lambda shape, dtype: randn(shape, gens, self.device, dtype))
+        T = self.diffusion.num_timesteps
+        states = [to_uint8(self._to_image(x_T))[0]] + [to_uint8(self._to_image(x))[0] for _, _, x in steps]
+        preds = [to_uint8(self._to_image(x0))[0] for _, x0, _ in steps]
+        final = self._to_image(steps[-1][2])
+        ll, *details = dwt_bands(final)
+        gain = min(1.0 / max(float(torch.cat(details).abs().max()), 1e-6), MAX_DETAIL_GAIN)
+        bands = [to_uint8((ll / 2).clamp(-1, 1))[0]] + [to_uint8((d * gain).clamp(-1, 1))[0] for d in details]
+        seconds = time.perf_counter() - start
+        labels = [f"x_{t}" for t in range(T, -1, -1)] + [f"x0 from x_{t + 1}" for t in range(T - 1, -1, -1)]
+        labels += list(BAND_NAMES)
+        rows = [states, [np.full_like(states[0], 255)] + preds, bands]
+        return Result(states + preds + bands, labels, rows, seconds, {"steps": T, "detail_gain": gain, "seed": seed})
