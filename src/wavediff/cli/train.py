@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 from pathlib import Path
 
 from ..errors import ConfigError, WaveDiffError
+
+DEFAULT_DIST_TIMEOUT_S = 1800.0
 
 # flag attribute -> config field
 FLAG_FIELDS = {
@@ -75,6 +77,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (train.compile)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: this process's GPU, else the CPU)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="under torchrun: give up, with one line, when another process (node) has not answered for this "
+        f"long (default {DEFAULT_DIST_TIMEOUT_S:g}; env WAVEDIFF_DIST_TIMEOUT)",
+    )
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """One line for flag values no run can use, before anything is read or written."""
+    for flag in ("steps", "batch_size", "checkpoint_every"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            hint = " (leave it out to train train.num_epoch epochs)" if flag == "steps" else ""
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {value}{hint}")
+    if args.dist_timeout is not None and args.dist_timeout <= 0:
+        raise ConfigError(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout:g}")
+
+
+def dist_timeout_s(args: argparse.Namespace) -> float:
+    """--dist-timeout, else $WAVEDIFF_DIST_TIMEOUT, else the default."""
+    if args.dist_timeout is not None:
+        return args.dist_timeout
+    env = os.environ.get("WAVEDIFF_DIST_TIMEOUT", "")
+    if not env:
+        return DEFAULT_DIST_TIMEOUT_S
+    try:
+        value = float(env)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"WAVEDIFF_DIST_TIMEOUT={env!r} is not a positive number of seconds; fix or unset it")
+    return value
 
 
 def resolve_config(args: argparse.Namespace):
@@ -100,13 +137,13 @@ def resolve_config(args: argparse.Namespace):
 
 
 def _saved_config(run_dir: Path, resume: str) -> dict:
-    from ..training.state import latest_state, load_state
+    from ..training.state import load_state, newest_readable_state
 
     if resume != "auto":
         return load_state(Path(resume), mmap=True)["config"]
-    state = latest_state(run_dir)
-    if state is not None:
-        return load_state(state, mmap=True)["config"]
+    found = newest_readable_state(run_dir, mmap=True)  # unreadable newer states are reported by the trainer
+    if found.state is not None:
+        return found.state["config"]
     config_file = run_dir / "config.json"
     if not config_file.is_file():
         raise ConfigError(
@@ -116,14 +153,18 @@ def _saved_config(run_dir: Path, resume: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     cfg = resolve_config(args)
     if args.dry_run:
         print(cfg.to_json())
         return 0
-    from ..training.distributed import hard_exit, init_distributed, shutdown
+    from ..outputs import check_writable
+    from ..training.distributed import PeerLost, first_line, hard_exit, init_distributed, is_peer_failure, shutdown
     from ..training.trainer import train_run
+    from . import report
 
-    ctx = init_distributed(args.device)
+    check_writable(args.out, directory=True)
+    ctx = init_distributed(args.device, timeout_s=dist_timeout_s(args))
     if not ctx.distributed:
         print(train_run(cfg, args.out, resume=args.resume, ctx=ctx))
         return 0
@@ -131,9 +172,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         final = train_run(cfg, args.out, resume=args.resume, ctx=ctx)
     except WaveDiffError as e:
-        print(f"error: {e}" if ctx.is_main else f"error (rank {ctx.rank}): {e}", file=sys.stderr)
-        hard_exit(2)
-    shutdown(ctx)
+        hard_exit(report(e, "" if ctx.is_main else f" (rank {ctx.rank})"))
+    try:
+        shutdown(ctx)
+    except Exception as e:
+        if not is_peer_failure(e):
+            raise
+        message = f"the run finished ({final}) but another process did not say goodbye ({first_line(e, 120)})"
+        hard_exit(report(PeerLost(message), "" if ctx.is_main else f" (rank {ctx.rank})"))
     if ctx.is_main:
         print(final)
     hard_exit(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -10,7 +11,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .transforms import ImageTransform
+from .transforms import ImageTransform, flip_for
+
+
+class ItemKey(NamedTuple):
+    """Item `index` as drawn in epoch `epoch` of a run seeded `seed` (the seed and epoch decide its flip)."""
+
+    index: int
+    seed: int
+    epoch: int
 
 
 class ImageDataset(Dataset):
@@ -27,12 +36,17 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return self._length
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int | ItemKey) -> torch.Tensor:
+        """Item `index`; with an `ItemKey` (what training loaders pass) its flip is `flip_for(seed, epoch, index)`."""
+        flip = None
+        if isinstance(index, ItemKey):
+            flip = flip_for(index.seed, index.epoch, index.index)
+            index = index.index
         if index < 0:
             index += self._length
         if not 0 <= index < self._length:
             raise IndexError(f"index {index} out of range for a dataset of {self._length} images")
-        return self.transform(self.load(index))
+        return self.transform(self.load(index), flip=flip)
 
     def load(self, index: int) -> Image.Image | np.ndarray:
         raise NotImplementedError

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import DataError
+from .base import ImageDataset, ItemKey
 
 
 class ResumableSampler(DistributedSampler):
@@ -16,7 +17,9 @@ class ResumableSampler(DistributedSampler):
     only on (seed, e), and which skips the first `skip` indices of epoch
     `start_epoch`, to continue a run that stopped mid-epoch.
 
-    Call `set_epoch(e)` before each epoch, as with DistributedSampler.
+    Call `set_epoch(e)` before each epoch, as with DistributedSampler. `keyed=True`
+    yields `ItemKey(index, seed, epoch)` instead of bare indices, so an `ImageDataset`
+    draws each image's flip from (seed, epoch, index) whichever worker loads it.
     """
 
     def __init__(
@@ -29,17 +32,23 @@ class ResumableSampler(DistributedSampler):
         world_size: int = 1,
         start_epoch: int = 0,
         skip: int = 0,
+        keyed: bool = False,
     ):
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.start_epoch = start_epoch
         self.skip = skip
+        self.keyed = keyed
         self.set_epoch(start_epoch)
 
     def _skipped(self) -> int:
         return min(self.skip, self.num_samples) if self.epoch == self.start_epoch else 0
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(super().__iter__(), self._skipped(), None)
+    def __iter__(self) -> Iterator[int] | Iterator[ItemKey]:
+        indices = itertools.islice(super().__iter__(), self._skipped(), None)
+        if not self.keyed:
+            return indices
+        seed, epoch = self.seed, self.epoch
+        return (ItemKey(i, seed, epoch) for i in indices)
 
     def __len__(self) -> int:
         return self.num_samples - self._skipped()
@@ -59,13 +68,16 @@ def build_dataloader(
     start_batch: int = 0,
     pin_memory: bool | None = None,
     multiprocessing_context: str | None = None,
+    persistent_workers: bool = True,
 ) -> DataLoader:
     """A DataLoader over `dataset` using a `ResumableSampler` (`loader.sampler`).
 
     Each process (rank of world_size) sees its own shard. To resume after
     `start_batch` batches of epoch `start_epoch`, pass both: that epoch then
     yields only its remaining batches, identical to those of an uninterrupted run.
-    Worker RNGs (random flips) are seeded from (seed, rank).
+    An `ImageDataset` gets `ItemKey`s, so random flips come from (seed, epoch, index): the
+    same with 0 or N workers, persistent or not, and after a resume. `persistent_workers`
+    (with num_workers > 0) keeps the workers alive from one epoch to the next.
     """
     sampler = ResumableSampler(
         dataset,
@@ -75,6 +87,7 @@ def build_dataloader(
         world_size=world_size,
         start_epoch=start_epoch,
         skip=start_batch * batch_size,
+        keyed=isinstance(dataset, ImageDataset),
     )
     if drop_last and sampler.num_samples < batch_size:
         raise DataError(
@@ -88,7 +101,7 @@ def build_dataloader(
         num_workers=num_workers,
         drop_last=drop_last,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-        persistent_workers=num_workers > 0,
+        persistent_workers=persistent_workers and num_workers > 0,
         generator=torch.Generator().manual_seed(seed * 1000 + rank),
         multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
     )

@@ -47,21 +47,42 @@ def uint8_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def flip_for(seed: int, epoch: int, index: int) -> bool:
+    """Whether image `index` is mirrored in epoch `epoch` of a run seeded `seed`: a fair coin that
+    depends on these three numbers only, never on which process or DataLoader worker loads it,
+    so a run resumed mid-epoch with any number of workers sees exactly the same images."""
+    h = _splitmix64(seed & _MASK64)
+    h = _splitmix64(h ^ (epoch & _MASK64))
+    h = _splitmix64(h ^ (index & _MASK64))
+    return bool(h >> 63)
+
+
 @dataclass(frozen=True)
 class ImageTransform:
-    """Picklable per-item transform: resize + center crop to `size`, optional
-    random horizontal flip (drawn from torch's RNG, so seeded per worker)."""
+    """Picklable per-item transform: resize + center crop to `size`, optional horizontal
+    flip: `flip` when the caller decides it (training: `flip_for(seed, epoch, index)`),
+    else drawn from torch's RNG."""
 
     size: int
     hflip: bool
     resample: Image.Resampling = Image.Resampling.BILINEAR
 
-    def __call__(self, img: Image.Image | np.ndarray) -> torch.Tensor:
+    def __call__(self, img: Image.Image | np.ndarray, flip: bool | None = None) -> torch.Tensor:
         if isinstance(img, np.ndarray) and img.shape[:2] != (self.size, self.size):
             img = Image.fromarray(img)
         if isinstance(img, Image.Image):
             img = np.asarray(resize_center_crop(to_rgb(img), self.size, self.resample))
         x = uint8_to_tensor(img)
-        if self.hflip and torch.rand(()) < 0.5:
+        if self.hflip and (bool(torch.rand(()) < 0.5) if flip is None else flip):
             x = x.flip(-1)
         return x

@@ -44,8 +44,15 @@ class RunLog:
         """Append one record `{"event": event, "time": ..., **fields}`."""
         if self._file is None:
             return
-        self._file.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
+            self._file.flush()
+        except OSError as e:
+            from ..errors import OutputError
+            from ..outputs import os_error_reason
+
+            what, fix = os_error_reason(e)
+            raise OutputError(f"cannot append to {self._file.name}: {what}; {fix}") from None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """A `train` record, the bar's postfix and TensorBoard scalars."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 import re
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,47 @@ def latest_state(run_dir: Path) -> Path | None:
     return states[-1][1] if states else None
 
 
+@dataclass
+class FoundState:
+    """The newest training state of a run that loads, and the newer ones that do not (path, reason)."""
+
+    path: Path | None
+    state: dict | None
+    unreadable: list[tuple[Path, str]]
+
+
+def newest_readable_state(run_dir: Path, mmap: bool = False) -> FoundState:
+    """Walk the run's states from the newest down to the first one that loads.
+
+    A state that died mid-write, on a full disk or a bad sector is skipped, never deleted or
+    overwritten here; the caller says so and moves it aside (`set_aside`).
+    """
+    unreadable: list[tuple[Path, str]] = []
+    for _, path in reversed(_numbered(checkpoint_dir(run_dir), _STATE_RE)):
+        try:
+            return FoundState(path, load_state(path, mmap=mmap), unreadable)
+        except CheckpointError as e:
+            unreadable.append((path, str(e)))
+    if unreadable:
+        reason = unreadable[0][1]
+        raise CheckpointError(
+            f"no training state in {checkpoint_dir(run_dir)} can be read ({len(unreadable)} tried; newest: {reason}); "
+            f"restore a good copy of one, or move them all aside to start the run over"
+        )
+    return FoundState(None, None, [])
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable state to `<name>.corrupt` (kept for inspection; never matched as a state again)."""
+    target = path.with_name(path.name + ".corrupt")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt{n}")
+    path.rename(target)
+    return target
+
+
 def prune(run_dir: Path, keep: int) -> None:
     """Delete all but the newest `keep` states and numbered generator exports."""
     for pattern in (_STATE_RE, _GEN_RE):
@@ -119,10 +162,20 @@ def load_state(path: Path, mmap: bool = False) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        if path.stat().st_size == 0:
+            reason = "the file is empty"
         raise CheckpointError(
-            f"cannot read training state {path} ({str(e).splitlines()[0][:120]}); it may be "
+            f"cannot read training state {path} ({reason}); it may be "
             f"truncated or not a wavediff training state: pass another one"
         ) from None
+    if not mmap:
+        bad = _damaged_record(path)
+        if bad:
+            raise CheckpointError(
+                f"training state {path} is damaged ({bad}); it may have been hit by a bad sector or an "
+                f"interrupted copy: pass another one"
+            )
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a wavediff training state; pass a RUN_DIR/checkpoints/state_*.pt file")
     if state.get("version") != STATE_VERSION:
@@ -131,6 +184,22 @@ def load_state(path: Path, mmap: bool = False) -> dict:
             f"version {STATE_VERSION}; resume it with the wavediff version that wrote it"
         )
     return state
+
+
+def _damaged_record(path: Path) -> str | None:
+    """The first record of a torch.save zip whose CRC-32 does not match its bytes (torch.load does
+    not check them), or None. Records written without a CRC (crc32 options off) are not checked."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.CRC == 0 and info.file_size > 0:
+                    continue
+                with zf.open(info) as f:
+                    while f.read(1 << 24):
+                        pass
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return f"{type(e).__name__}: {str(e)[:100]}"
+    return None
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, object]:

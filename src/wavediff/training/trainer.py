@@ -10,9 +10,11 @@ then stays at 1e-5 (the schedule never rises again). Resuming with another step
 count moves the horizon and continues on the new cosine from the current epoch.
 
 Randomness: the weights are initialised from `train.seed` (identical on every
-rank); each rank then draws its data flips and training noise from RNGs seeded
-with (seed, rank), all of which are saved in the training state, so a resumed
-run continues exactly as an uninterrupted one (bit-exact on CPU, num_workers 0).
+rank); each image's flip depends only on (seed, epoch, index), whichever process
+or DataLoader worker loads it; each rank draws its training noise from RNGs
+seeded with (seed, rank), all of which are saved in the training state, so a
+resumed run continues exactly as an uninterrupted one (bit-exact on CPU, with
+any number of data workers).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -34,13 +37,13 @@ from ..checkpoints.io import atomic_torch_save, atomic_write, save_generator
 from ..config import ExperimentConfig
 from ..data import build_dataloader, build_dataset
 from ..diffusion import VPDiffusion
-from ..errors import ConfigError, WaveDiffError
+from ..errors import ConfigError, Interrupted, OutputError, WaveDiffError
 from ..models.discriminator import build_discriminator, check_stddev_batch
 from ..models.generator import build_generator
 from ..runtime import configure_torch
 from ..sampling import sample, to_uint8
 from ..wavelets import image_to_wavelet
-from .distributed import DistContext, init_distributed
+from .distributed import DistContext, PeerLost, first_line, init_distributed, is_peer_failure
 from .ema import EMA
 from .logging import RunLog
 from .metrics import MetricTracker, build_feature_space
@@ -52,8 +55,10 @@ from .state import (
     generator_path,
     latest_state,
     load_state,
+    newest_readable_state,
     prune,
     restore_rng,
+    set_aside,
     state_path,
 )
 from .step import Nets, TrainStep
@@ -113,6 +118,7 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, run_dir: Path, resume: str | None, ctx: DistContext):
         validate_config(cfg)
         self.cfg, self.run_dir, self.ctx = cfg, run_dir, ctx
+        self.unreadable_states: list[tuple[Path, str]] = []
         self.device = ctx.device
         tc = cfg.train
         state = self._resume_state(resume)
@@ -173,12 +179,16 @@ class Trainer:
                     f"it, or choose a new --out"
                 )
             return None
-        path = latest_state(run_dir) if resume == "auto" else Path(resume)
+        if resume == "auto":  # the newest state that loads; newer unreadable ones are reported in run()
+            found = newest_readable_state(run_dir)
+            path, state, self.unreadable_states = found.path, found.state, found.unreadable
+        else:
+            path = Path(resume)
+            state = load_state(path)
         if path is None:  # nothing saved yet: start over, but only as the same run
             if config_file.exists():
                 check_same_config(_read_json(config_file), cfg.to_dict(), f"the run in {run_dir}")
             return None
-        state = load_state(path)
         check_same_config(state["config"], cfg.to_dict(), f"training state {path}")
         state["path"] = str(path)
         return state
@@ -231,7 +241,7 @@ class Trainer:
     def run(self) -> Path:
         ctx, cfg = self.ctx, self.cfg
         if ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._set_aside_unreadable()
             atomic_write(self.run_dir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json()))
         ctx.barrier()
         self.log = RunLog(
@@ -274,12 +284,57 @@ class Trainer:
                 self._measure()  # the final generator is always scored
             self._finish_checks()
             final = self._checkpoint(final=True)
+        except KeyboardInterrupt:
+            self._log_quietly("interrupted", step=self.step)
+            raise Interrupted(
+                f"training stopped at step {self.step}; {self._kept()}: continue with "
+                f"`wavediff train --out {self.run_dir} --resume auto`"
+            ) from None
+        except OutputError as e:
+            self._log_quietly("error", step=self.step, message=str(e))
+            raise OutputError(
+                f"{e}; training stopped at step {self.step} and {self._kept()}: free space, then continue with "
+                f"`wavediff train --out {self.run_dir} --resume auto`"
+            ) from None
         except WaveDiffError as e:
-            self.log.event("error", step=self.step, message=str(e))
+            self._log_quietly("error", step=self.step, message=str(e))
             raise
+        except Exception as e:
+            if not (ctx.distributed and is_peer_failure(e)):
+                raise
+            self._log_quietly("error", step=self.step, message=str(e))
+            raise PeerLost(
+                f"lost contact with another training process at step {self.step} ({first_line(e, 120)}): a node "
+                f"or process died, or stopped answering within --dist-timeout; {self._kept()}: start every node "
+                f"again with --resume auto"
+            ) from None
         finally:
             self.log.close()
         return final
+
+    def _kept(self) -> str:
+        last = latest_state(self.run_dir)
+        return f"the last checkpoint {last} is intact" if last else "no checkpoint had been written yet"
+
+    def _log_quietly(self, event: str, **fields) -> None:
+        """A log record on the way out of a failed run; a log that cannot be written (full disk) is not news."""
+        try:
+            self.log.event(event, **fields)
+        except OSError:
+            pass
+
+    def _set_aside_unreadable(self) -> None:
+        """Rank 0: report the unreadable states `--resume auto` skipped, and rename them out of the way."""
+        if not self.unreadable_states:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for path, reason in self.unreadable_states:
+            kept = set_aside(path)
+            print(
+                f"warning: skipped an unreadable training state ({reason.split('; ')[0]}); it is kept as "
+                f"{kept.name} and the run continues from {self.resumed_from}",
+                file=sys.stderr,
+            )
 
     def _iteration(self, images: torch.Tensor) -> None:
         tc = self.cfg.train

@@ -1,0 +1,285 @@
+"""Resuming under stress: bit-exact with DataLoader workers after kill -9, past a corrupt newest
+state, after a full disk, and after Ctrl-C; flips that depend only on (seed, epoch, index)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wavediff.cli import main
+from wavediff.config import DataConfig
+from wavediff.data import build_dataloader, build_dataset
+from wavediff.data.transforms import flip_for
+from wavediff.training.step import TrainStep
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """16 RGB images of 36x36, left-right asymmetric so that a flip shows."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        pixels = rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)
+        pixels[:, :18] = i * 15
+        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def _train(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(["train", *map(str, args)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _tensors(obj, prefix=""):
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{prefix}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}.{i}")
+
+
+def assert_states_equal(a: dict, b: dict) -> None:
+    """Every tensor of two training states, and their counters, identical."""
+    ta, tb = dict(_tensors(a)), dict(_tensors(b))
+    assert ta.keys() == tb.keys() and len(ta) > 100
+    unequal = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not unequal, f"{len(unequal)} tensors differ, first {unequal[:3]}"
+    for key in ("step", "epoch", "batch_in_epoch", "sched_g", "sched_d"):
+        assert a[key] == b[key]
+
+
+def _state(run: Path, step: int) -> dict:
+    return torch.load(run / "checkpoints" / f"state_{step:07d}.pt", weights_only=True)
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+# --- flips from (seed, epoch, index) ----------------------------------------------------------
+
+
+def test_flip_depends_only_on_seed_epoch_and_index():
+    draws = [flip_for(3, e, i) for e in range(4) for i in range(500)]
+    assert 0.45 < np.mean(draws) < 0.55  # a fair coin
+    assert draws == [flip_for(3, e, i) for e in range(4) for i in range(500)]
+    assert draws[:500] != draws[500:1000]  # another epoch mirrors other images
+    assert draws[:500] != [flip_for(4, 0, i) for i in range(500)]  # and another seed
+
+
+def _batches(loader, epochs) -> list[torch.Tensor]:
+    out = []
+    for e in epochs:
+        loader.sampler.set_epoch(e)
+        out += list(loader)
+    return out
+
+
+@pytest.mark.slow  # starts DataLoader workers
+def test_flips_are_the_same_with_any_workers_and_after_a_mid_epoch_resume(images):
+    ds = build_dataset(DataConfig(dataset="folder", path=str(images), image_size=32, hflip=True))
+    plain = build_dataset(DataConfig(dataset="folder", path=str(images), image_size=32, hflip=False))
+    reference = _batches(build_dataloader(ds, 4, num_workers=0, seed=5), range(3))
+    for persistent in (True, False):
+        loader = build_dataloader(ds, 4, num_workers=2, seed=5, persistent_workers=persistent)
+        assert all(torch.equal(a, b) for a, b in zip(reference, _batches(loader, range(3)), strict=True))
+        resumed = build_dataloader(ds, 4, num_workers=2, seed=5, start_epoch=1, start_batch=2)
+        got = _batches(resumed, range(1, 3))
+        assert all(torch.equal(a, b) for a, b in zip(reference[4 + 2 :], got, strict=True))
+    # the flips are the ones flip_for names, and some images are mirrored, some not
+    keys = list(build_dataloader(plain, 4, num_workers=0, seed=5).sampler)
+    assert {(k.seed, k.epoch) for k in keys} == {(5, 0)}
+    order = [k.index for k in keys]
+    flips = [flip_for(5, 0, i) for i in order]
+    assert any(flips) and not all(flips)
+    for k, (i, f) in enumerate(zip(order, flips, strict=True)):
+        x = reference[k // 4][k % 4]
+        assert torch.equal(x, plain[i].flip(-1) if f else plain[i])
+
+
+# --- exact resume with data workers after kill -9 ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_resume_with_two_data_workers_after_sigkill_is_bit_exact(images, tmp_path, capsys):
+    common = [
+        "--preset",
+        "tiny",
+        "--data",
+        images,
+        "--steps",
+        "10",
+        "--checkpoint-every",
+        "3",
+        "--set",
+        "data.num_workers=2",
+        "--set",
+        "train.lazy_reg=2",
+        "--set",
+        "train.keep_last=10",
+        "--set",
+        "train.sample_every=0",
+    ]
+    killed = tmp_path / "killed"
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wavediff", "train", *map(str, common), "--out", str(killed)],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its data workers are killed with it
+        )
+    first = killed / "checkpoints" / "state_0000003.pt"
+    deadline = time.monotonic() + 120
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, f"ended before the kill: {stderr.read_text()[-2000:]}"
+    assert first.exists(), "no checkpoint within 120 s"
+    assert not (killed / "checkpoints" / "state_0000010.pt").exists()
+
+    rc, out, _ = _train(capsys, *common, "--out", killed, "--resume", "auto")
+    assert rc == 0 and out.strip().splitlines()[-1].endswith("generator_final.safetensors")
+    resumed_at = next(r for r in _log(killed) if r["event"] == "resume")["step"]
+    assert 3 <= resumed_at < 10 and resumed_at % 3 == 0  # mid-epoch: 16 images, batch 8 -> 2 per epoch
+    straight = tmp_path / "straight"
+    assert _train(capsys, *common, "--out", straight)[0] == 0
+    assert_states_equal(_state(killed, 10), _state(straight, 10))
+
+
+# --- a corrupt newest state ---------------------------------------------------------------------
+
+
+def _short_run(images, run: Path, steps: int = 6) -> list[str]:
+    return [
+        "--preset",
+        "tiny",
+        "--data",
+        str(images),
+        "--out",
+        str(run),
+        "--steps",
+        str(steps),
+        "--checkpoint-every",
+        "2",
+        "--set",
+        "train.keep_last=5",
+        "--set",
+        "train.sample_every=0",
+    ]
+
+
+def _corrupt(path: Path, how: str) -> bytes:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # a bad sector: 4 KiB of zeros in the middle
+        mid = len(data) // 2
+        path.write_bytes(data[:mid] + bytes(4096) + data[mid + 4096 :])
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "bad_sector"])
+def test_resume_auto_skips_a_corrupt_newest_state_and_keeps_it(how, images, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(capsys, *_short_run(images, run, 4))[0] == 0
+    straight = _state(run, 4)
+    bad = run / "checkpoints" / "state_0000004.pt"
+    damaged = _corrupt(bad, how)
+    rc, out, err = _train(capsys, *_short_run(images, run, 4), "--resume", "auto")
+    assert rc == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "state_0000004.pt" in warnings[0] and "state_0000002.pt" in warnings[0]
+    assert "Traceback" not in err
+    kept = run / "checkpoints" / "state_0000004.pt.corrupt"
+    assert kept.read_bytes() == damaged  # never deleted, never overwritten
+    assert next(r for r in _log(run) if r["event"] == "resume")["step"] == 2
+    assert_states_equal(_state(run, 4), straight)  # continued exactly from step 2
+
+
+def test_resume_auto_with_only_corrupt_states_is_one_line(images, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(capsys, *_short_run(images, run, 2))[0] == 0
+    for p in (run / "checkpoints").glob("state_*.pt"):
+        _corrupt(p, "truncated")
+    rc, _, err = _train(capsys, *_short_run(images, run, 4), "--resume", "auto")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "no training state" in err and "can be read" in err
+    assert (run / "checkpoints" / "state_0000002.pt").exists()
+
+
+# --- a full disk and Ctrl-C during training -------------------------------------------------------
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_state(images, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    real_save = torch.save
+    calls = []
+
+    def save(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the second training state: the disk is full half-way
+            f.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    rc, _, err = _train(capsys, *_short_run(images, run, 6))
+    message = err.strip().splitlines()[-1]
+    assert rc == 2 and message.startswith("error: ") and "Traceback" not in err
+    assert "no space left on the device" in message and "training stopped at step 4" in message
+    assert "state_0000002.pt is intact" in message and "--resume auto" in message
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["generator_0000002.safetensors", "state_0000002.pt"]  # no temporary file left
+    torch.load(run / "checkpoints" / "state_0000002.pt", weights_only=True)
+    monkeypatch.setattr(torch, "save", real_save)
+    rc, _, _ = _train(capsys, *_short_run(images, run, 6), "--resume", "auto")
+    assert rc == 0 and (run / "checkpoints" / "state_0000006.pt").exists()
+
+
+def test_ctrl_c_during_training_keeps_the_checkpoint_and_says_how_to_resume(images, tmp_path, capsys, monkeypatch):
+    g_step = TrainStep.g_step
+    calls = []
+
+    def interrupted(self, x0):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return g_step(self, x0)
+
+    monkeypatch.setattr(TrainStep, "g_step", interrupted)
+    run = tmp_path / "run"
+    rc, _, err = _train(capsys, *_short_run(images, run, 6))
+    lines = err.strip().splitlines()
+    assert rc == 130 and lines[-1].startswith("interrupted: ") and "Traceback" not in err
+    assert "state_0000002.pt is intact" in lines[-1] and f"--out {run} --resume auto" in lines[-1]
+    assert sorted(p.name for p in (run / "checkpoints").glob("state_*")) == ["state_0000002.pt"]
+    assert _log(run)[-1]["event"] == "interrupted"
+    monkeypatch.setattr(TrainStep, "g_step", g_step)
+    assert _train(capsys, *_short_run(images, run, 6), "--resume", "auto")[0] == 0
