@@ -102,7 +102,7 @@ def test_page_in_chromium_shows_grid_interpolation_and_trajectory(served, tmp_pa
         assert np.abs(frames[2].astype(int) - ref1).mean() > 10 and np.abs(frames[2].astype(int) - ref3).mean() > 10
 
         # trajectory of seed 2: x_4..x_0, four predictions of x_0, four 16x16 sub-bands; x_0 is the sample
-        traj = images("#trajectory img:not(.spacer img)")
+        traj = images("#trajectory img")
         names = [t[0] for t in traj]
         assert names[:5] == ["x4", "x3", "x2", "x1", "x0"] and names[-4:] == ["bandLL", "bandLH", "bandHL", "bandHH"]
         assert [t[1] for t in traj] == [32] * 9 + [16] * 4

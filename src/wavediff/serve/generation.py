@@ -221,7 +221,7 @@ class Playground:
         gain = min(1.0 / max(float(torch.cat(details).abs().max()), 1e-6), MAX_DETAIL_GAIN)
         bands = [to_uint8((ll / 2).clamp(-1, 1))[0]] + [to_uint8((d * gain).clamp(-1, 1))[0] for d in details]
         seconds = time.perf_counter() - start
-        labels = [f"x_{t}" for t in range(T, -1, -1)] + [f"x0 from x_{t + 1}" for t in range(T - 1, -1, -1)]
+        labels = [f"x_{t}" for t in range(T, -1, -1)] + [f"from x_{t + 1}" for t in range(T - 1, -1, -1)]
         labels += list(BAND_NAMES)
         rows = [states, [np.full_like(states[0], 255)] + preds, bands]
         return Result(states + preds + bands, labels, rows, seconds, {"steps": T, "detail_gain": gain, "seed": seed})
