@@ -248,3 +248,29 @@ def test_run_directory_picks_the_final_then_the_latest_generator(tmp_path, check
     )
     with pytest.raises(CheckpointError, match="not found"):
         resolve_checkpoint("nope/ckpt.pth")
+
+
+def test_unexpected_errors_answer_500_in_one_line_and_the_server_goes_on(server, monkeypatch, capsys):
+    def broken(seed):
+        raise RuntimeError("out of memory\nsecond line")
+
+    monkeypatch.setattr(server.playground, "trajectory", broken)
+    status, _, body = get(server, "/api/trajectory?seed=1")
+    error = json.loads(body)["error"]
+    assert status == 500 and error.startswith("internal error (RuntimeError: out of memory") and "see the log" in error
+    assert "Traceback" in capsys.readouterr().err  # the details go to the server's log
+    assert get(server, "/api/grid?seeds=1")[0] == 200
+
+
+def test_serve_command_loads_the_authors_checkpoint_and_stops_on_ctrl_c(capsys, monkeypatch):
+    from wavediff.serve.app import PlaygroundServer
+
+    def interrupted(self):
+        assert self.playground.cfg.name == "official_cifar10" and self.server_address[0] == "127.0.0.1"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PlaygroundServer, "serve_forever", interrupted)
+    argv = ["serve", FIXTURES / "tiny_wavelet_netG.pth", "--official-args", FIXTURES / "tiny_wavelet_config.json"]
+    code, out, err = run_cli(capsys, *argv, "--port", 0)
+    assert code == 0 and out.startswith("serving ") and "(official_cifar10, 32px, T=4, cpu, fp32)" in out
+    assert "http://127.0.0.1:" in out and err.strip() == "stopped"
