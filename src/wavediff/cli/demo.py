@@ -30,7 +30,21 @@ def run(args) -> int:
         f"({s['classes_seen']} of 10 digits seen); real held-out digits score {real['recognised']:.0%}, "
         f"noise {noise['recognised']:.0%}"
     )
+    near = q["nearest_training_digit"]
+    print(
+        f"memorisation: samples lie {near['samples']:.2f} from their nearest training digit on average, "
+        f"held-out real digits {near['real_held_out']:.2f} (8x8 grid, L2; copies would lie near 0)"
+    )
+    fid = q["digits_fid"]
+    if fid:
+        print(
+            f"digits FID: {fid['last']:.3g} at step {fid['last_step']} (best {fid['best']:.3g} at step "
+            f"{fid['best_step']}, kept as checkpoints/generator_best.safetensors); {fid['metric_seconds']:.0f} s "
+            f"of measuring, not counted in the training time"
+        )
     print(f"  samples next to real digits: {res.figure}")
+    if res.progress:
+        print(f"  the run at a few moments:    {res.progress}  (samples, digits FID, losses)")
     print(f"  losses over time:            {res.losses}")
     print(f"  quality figure (JSON):       {res.quality}")
     print(f"  run directory:               {res.run_dir}  (config, log, checkpoints)")
