@@ -274,3 +274,18 @@ def test_serve_command_loads_the_authors_checkpoint_and_stops_on_ctrl_c(capsys, 
     code, out, err = run_cli(capsys, *argv, "--port", 0)
     assert code == 0 and out.startswith("serving ") and "(official_cifar10, 32px, T=4, cpu, fp32)" in out
     assert "http://127.0.0.1:" in out and err.strip() == "stopped"
+
+
+def test_pixel_space_models_get_the_same_views():
+    import wavediff
+    from wavediff.presets import get_preset
+    from wavediff.sampling import sample, to_uint8
+
+    cfg = get_preset("tiny_pixel")
+    torch.manual_seed(0)
+    G = wavediff.build_generator(cfg.generator).eval()
+    pg = Playground(G, cfg, "cpu")
+    traj = pg.trajectory(5)
+    assert [im.shape for im in traj.images] == [(32, 32, 3)] * 9 + [(16, 16, 3)] * 4
+    assert np.array_equal(traj.images[4], to_uint8(sample(G, [5], cfg))[0])
+    assert pg.info()["space"] == "pixel" and len(pg.interpolation(0, 1, 3).images) == 3
