@@ -97,8 +97,11 @@ def test_sample_folder_grid_and_authors_checkpoint(converted, tmp_path, capsys):
 
 
 def test_bench_runs_the_paper_protocol_with_few_runs(converted, capsys):
-    code, out, _ = run_cli(capsys, "bench", converted, "--runs", 2, "--warmup", 1, "--batch", 4)
+    code, out, _ = run_cli(capsys, "bench", converted, "--runs", 2, "--warmup", 1, "--batch", 4, "--precision", "fp32")
     assert code == 0 and "batch 4, fp32, device cpu" in out and "time/batch" in out
+    auto = wavediff.sampling.resolve_precision("auto", "cpu")  # bf16 where the CPU has native bf16
+    code, out, _ = run_cli(capsys, "bench", converted, "--runs", 1, "--warmup", 0, "--batch", 2)
+    assert code == 0 and f"batch 2, {auto}, device cpu" in out
     code, out, _ = run_cli(capsys, "bench", "--preset", "tiny_pixel", "--runs", 1, "--warmup", 0, "--batch", 2)
     assert code == 0 and "32px pixel" in out
 

@@ -18,6 +18,7 @@ from conftest import FIXTURES
 from wavediff.checkpoints.convert import convert_official_checkpoint, load_any_generator
 from wavediff.cli import main
 from wavediff.errors import CheckpointError, ConfigError
+from wavediff.fastpath import resolve_precision
 from wavediff.serve import Playground, bind, bounded_seeds, resolve_checkpoint, slerp
 
 
@@ -272,7 +273,8 @@ def test_serve_command_loads_the_authors_checkpoint_and_stops_on_ctrl_c(capsys, 
     monkeypatch.setattr(PlaygroundServer, "serve_forever", interrupted)
     argv = ["serve", FIXTURES / "tiny_wavelet_netG.pth", "--official-args", FIXTURES / "tiny_wavelet_config.json"]
     code, out, err = run_cli(capsys, *argv, "--port", 0)
-    assert code == 0 and out.startswith("serving ") and "(official_cifar10, 32px, T=4, cpu, fp32)" in out
+    auto = resolve_precision("auto", "cpu")  # the default: bf16 where the CPU has native bf16
+    assert code == 0 and out.startswith("serving ") and f"(official_cifar10, 32px, T=4, cpu, {auto})" in out
     assert "http://127.0.0.1:" in out and err.strip() == "stopped"
 
 
@@ -287,5 +289,5 @@ def test_pixel_space_models_get_the_same_views():
     pg = Playground(G, cfg, "cpu")
     traj = pg.trajectory(5)
     assert [im.shape for im in traj.images] == [(32, 32, 3)] * 9 + [(16, 16, 3)] * 4
-    assert np.array_equal(traj.images[4], to_uint8(sample(G, [5], cfg))[0])
+    assert np.array_equal(traj.images[4], to_uint8(sample(G, [5], cfg, precision="fp32"))[0])
     assert pg.info()["space"] == "pixel" and len(pg.interpolation(0, 1, 3).images) == 3

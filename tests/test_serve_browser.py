@@ -49,7 +49,20 @@ def served(tmp_path):
     )
     env = dict(os.environ, OMP_NUM_THREADS="2")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wavediff", "serve", str(ckpt), "--port", "0", "--device", "cpu", "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "wavediff",
+            "serve",
+            str(ckpt),
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--quiet",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

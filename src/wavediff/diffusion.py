@@ -135,13 +135,29 @@ class VPDiffusion:
         At each step t = T-1 .. 0, draws z then the posterior noise from `generator`
         (per sample when it is a list).
         """
-        x = x_init
-        b = x.shape[0]
-        for i in reversed(range(self.num_timesteps)):
-            t = torch.full((b,), i, dtype=torch.int64, device=x.device)
-            z = randn((b, nz), generator, x.device, x.dtype)
-            x0 = generator_net(x, t, z).to(x.dtype)  # under autocast: the posterior stays in x's precision
-            x = self.posterior_sample(x0, x, t, randn(x.shape, generator, x.device, x.dtype))
+        zs, noises = self.draw_noise(x_init.shape, nz, generator, x_init.device, x_init.dtype)
+        return self.denoise(generator_net, x_init, zs, noises)
+
+    def draw_noise(
+        self, shape: Sequence[int], nz: int, generator: Generators = None, device=None, dtype=torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All the randomness of the T steps, in `sample`'s order: zs [T, B, nz] and posterior noises [T, *shape]."""
+        zs, noises = [], []
+        for _ in range(self.num_timesteps):
+            zs.append(randn((shape[0], nz), generator, device, dtype))
+            noises.append(randn(shape, generator, device, dtype))
+        return torch.stack(zs), torch.stack(noises)
+
+    def denoise(
+        self,
+        generator_net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        x_init: torch.Tensor,
+        zs: torch.Tensor,
+        noises: torch.Tensor,
+    ) -> torch.Tensor:
+        """The T steps with pre-drawn noise (`draw_noise`): no RNG inside, so it can be compiled or graph-captured."""
+        draws = iter([d for pair in zip(zs, noises) for d in pair])
+        *_, (_, _, x) = self.sample_steps(generator_net, x_init, zs.shape[-1], lambda shape, dtype: next(draws))
         return x
 
     def sample_steps(

@@ -7,7 +7,6 @@ batches, processes or GPUs gives identical images.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -15,20 +14,8 @@ import torch
 import torch.nn as nn
 
 from .config import ExperimentConfig
-from .diffusion import VPDiffusion, randn
 from .errors import ConfigError
-from .wavelets import wavelet_to_image
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, precision: str):
-    """Autocast context for `precision` ("fp32" is a no-op)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+from .fastpath import PRECISIONS, FastPath, SamplerRunner, autocast, resolve_precision  # noqa: F401 (re-exported)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -58,26 +45,23 @@ def sample(
     seeds: Iterable[int],
     config: ExperimentConfig | None = None,
     device: torch.device | str | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
+    runner: SamplerRunner | None = None,
 ) -> torch.Tensor:
     """Images [N, 3, S, S] in [-1, 1] for the given seeds (one batch), from `generator`.
 
-    `config` defaults to `generator.config` (set by the loaders).
+    `config` defaults to `generator.config` (set by the loaders). `runner` (a `SamplerRunner`
+    built once for many batches) replaces generator/config/device/precision.
     """
-    cfg = config or getattr(generator, "config", None)
-    if cfg is None:
-        raise ConfigError(
-            "sample() needs the experiment config: pass config= or load the generator with wavediff.load_generator"
-        )
-    device = torch.device(device) if device is not None else next(generator.parameters()).device
-    seeds = list(seeds)
-    gens = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
-    diffusion = VPDiffusion(cfg.diffusion, device)
-    x_T = randn((len(seeds), cfg.data_channels, cfg.data_resolution, cfg.data_resolution), gens, device)
-    with autocast(device, precision):
-        x0 = diffusion.sample(generator, x_T, cfg.generator.nz, gens)
-    x0 = x0.float()
-    return wavelet_to_image(x0) if cfg.space == "wavelet" else x0.clamp(-1.0, 1.0)
+    if runner is None:
+        cfg = config or getattr(generator, "config", None)
+        if cfg is None:
+            raise ConfigError(
+                "sample() needs the experiment config: pass config= or load the generator with wavediff.load_generator"
+            )
+        device = torch.device(device) if device is not None else next(generator.parameters()).device
+        runner = SamplerRunner(generator, cfg, device, FastPath(precision=precision))
+    return runner.sample(seeds)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -92,11 +76,17 @@ def generate(
     batch_size: int,
     config: ExperimentConfig | None = None,
     device: torch.device | str | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
+    fast: FastPath | None = None,
 ) -> Iterator[np.ndarray]:
-    """uint8 batches [b, H, W, 3] for `seeds`, in order."""
+    """uint8 batches [b, H, W, 3] for `seeds`, in order. `fast` (if given) overrides `precision`."""
+    cfg = config or getattr(generator, "config", None)
+    if cfg is None:
+        raise ConfigError("generate() needs the experiment config: pass config= or load the generator with wavediff")
+    device = torch.device(device) if device is not None else next(generator.parameters()).device
+    runner = SamplerRunner(generator, cfg, device, fast or FastPath(precision=precision))
     for i in range(0, len(seeds), batch_size):
-        yield to_uint8(sample(generator, seeds[i : i + batch_size], config, device, precision))
+        yield to_uint8(runner.sample(seeds[i : i + batch_size]))
 
 
 def generate_uint8(
@@ -104,14 +94,15 @@ def generate_uint8(
     seeds: Sequence[int],
     batch_size: int = 100,
     device: str | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     *,
     preset: str | None = None,
     official_args=None,
+    fast: FastPath | None = None,
 ) -> Iterator[np.ndarray]:
     """Load a checkpoint (ours, or the authors' with preset/official_args) and yield uint8 batches."""
     from .checkpoints.convert import load_any_generator
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     generator, cfg = load_any_generator(checkpoint, preset=preset, official_args=official_args, device=dev)
-    yield from generate(generator, list(seeds), batch_size, cfg, dev, precision)
+    yield from generate(generator, list(seeds), batch_size, cfg, dev, precision, fast)

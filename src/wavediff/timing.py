@@ -9,9 +9,21 @@ import torch
 import torch.nn as nn
 
 from .config import ExperimentConfig
-from .diffusion import VPDiffusion
-from .sampling import autocast
-from .wavelets import idwt
+from .fastpath import FastPath, SamplerRunner
+
+
+def sampler_pass(
+    generator: nn.Module, cfg: ExperimentConfig, batch: int, device: torch.device, fast: FastPath | str = "fp32"
+):
+    """A function running one full sampling pass from fixed x_T: the paper's timed region (its noise drawn inside)."""
+    runner = SamplerRunner(generator, cfg, device, fast if isinstance(fast, FastPath) else FastPath(precision=fast))
+    rng = torch.Generator(device).manual_seed(0)
+    x_T = runner.draw_batch(batch, rng)[0]
+
+    def once():
+        return runner(x_T, *runner.diffusion.draw_noise(x_T.shape, cfg.generator.nz, rng, device))
+
+    return once
 
 
 @torch.no_grad()
@@ -20,20 +32,12 @@ def time_sampler(
     cfg: ExperimentConfig,
     batch: int,
     device: torch.device,
-    precision: str = "fp32",
+    fast: FastPath | str = "fp32",
     warmup: int = 10,
     runs: int = 300,
 ) -> dict:
     """Mean/std seconds of one full sampling pass (T generator calls + posterior + x2 + inverse DWT)."""
-    diffusion = VPDiffusion(cfg.diffusion, device)
-    shape = (batch, cfg.data_channels, cfg.data_resolution, cfg.data_resolution)
-    rng = torch.Generator(device).manual_seed(0)
-    x_T = torch.randn(shape, generator=rng, device=device)
-
-    def once():
-        with autocast(device, precision):
-            x = diffusion.sample(generator, x_T, cfg.generator.nz, rng)
-            return idwt(x * 2.0) if cfg.space == "wavelet" else x
+    once = sampler_pass(generator, cfg, batch, device, fast)
 
     for _ in range(warmup):
         once()

@@ -7,6 +7,8 @@ and 1024 px). 10 warm-up runs, then 300 timed runs (CUDA events on a GPU).
 
 from __future__ import annotations
 
+from .fastopts import add_fast_arguments, describe, fast_from_args
+
 
 def add_arguments(p):
     src = p.add_mutually_exclusive_group(required=True)
@@ -19,7 +21,8 @@ def add_arguments(p):
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--device", default=None, help="default: cuda when available")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    add_fast_arguments(p)
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
 
 
@@ -52,11 +55,20 @@ def run(args) -> int:
         generator, cfg = load_any_generator(args.checkpoint, official_args=args.official_args, device=device)
         source = args.checkpoint
     batch = args.batch or (25 if cfg.image_size >= 512 else 100)
-    result = time_sampler(generator, cfg, batch, device, args.precision, args.warmup, args.runs)
+    fast = fast_from_args(args)
+    result = time_sampler(generator, cfg, batch, device, fast, args.warmup, args.runs)
     print(f"model      {source}: {cfg.image_size}px {cfg.space}, T={cfg.diffusion.num_timesteps}")
     print(
-        f"setting    batch {batch}, {args.precision}, device {result['device']}, torch {torch.__version__}, "
+        f"setting    batch {batch}, {describe(fast, device)}, device {result['device']}, torch {torch.__version__}, "
         f"{args.warmup} warm-up + {args.runs} timed runs ({result['clock']})"
     )
     print(f"time/batch {result['mean']:.4f} s +- {result['std']:.4f} s  ({batch / result['mean']:.1f} images/s)")
+    if args.json:
+        import json
+
+        from ..checkpoints.io import atomic_write
+
+        report = dict(result, model=source, preset=cfg.name, batch=batch)
+        report.update(setting=describe(fast, device), torch=torch.__version__, warmup=args.warmup, runs=args.runs)
+        atomic_write(args.json, lambda tmp: open(tmp, "w").write(json.dumps(report, indent=1)))
     return 0

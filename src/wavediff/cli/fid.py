@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 
+from .fastopts import add_fast_arguments, fast_from_args
+
 PAPER_N = 50000
-PRECISIONS = ["fp32", "bf16", "fp16"]
 
 
 def add_arguments(p):
@@ -95,7 +96,7 @@ def add_sample_arguments(p, batch: int) -> None:
     p.add_argument("--seeds", help="checkpoint only: seed list, e.g. 0-49999")
     p.add_argument("--batch", type=int, default=batch, help=f"batch size (default {batch})")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="checkpoint only: sampling precision")
+    add_fast_arguments(p, precision_default="fp32")  # checkpoint only; fp32 keeps FID comparable with the paper
     p.add_argument("--preset", help="checkpoint only: the paper preset of an authors' .pth")
     p.add_argument("--official-args", metavar="ARGS.json", help="checkpoint only: an authors' training arguments")
 
@@ -137,6 +138,7 @@ def sample_source(args, default_n: int = PAPER_N):
             args.precision,
             preset=args.preset,
             official_args=args.official_args,
+            fast=fast_from_args(args),
         )
     for flag in ("seeds", "preset", "official_args"):
         if getattr(args, flag):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .fastopts import add_fast_arguments, describe, fast_from_args
+
 
 def add_arguments(p):
     p.add_argument("checkpoint", help="our .safetensors checkpoint, or the authors' .pth with --preset/--official-args")
@@ -12,7 +14,7 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, default=64, help="batch size (does not change the images)")
     p.add_argument("--out", required=True, help="a folder (PNG per sample), FILE.npz (uint8 images), or GRID.png")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    add_fast_arguments(p)
     p.add_argument("--preset", help="for the authors' .pth: the paper preset it belongs to")
     p.add_argument("--official-args", metavar="ARGS.json", help="for the authors' .pth: their training arguments")
 
@@ -54,7 +56,8 @@ def run(args) -> int:
     chunks = []
     bar = tqdm(total=len(my_seeds), unit="img", desc="sampling", disable=rank != 0)
     done = 0
-    for batch in generate(generator, my_seeds, args.batch, cfg, device, args.precision):
+    fast = fast_from_args(args)
+    for batch in generate(generator, my_seeds, args.batch, cfg, device, fast=fast):
         if grid or npz:
             chunks.append(batch)
         else:
@@ -70,7 +73,7 @@ def run(args) -> int:
     if rank == 0:
         print(
             f"wrote {len(seeds)} samples ({cfg.image_size}px, T={cfg.diffusion.num_timesteps}, "
-            f"{args.precision}, {device}) to {out}"
+            f"{describe(fast, device)}, {device}) to {out}"
         )
     return 0
 

@@ -16,7 +16,13 @@ def add_arguments(p):
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default fp32")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="as `wavediff sample --precision` (default auto: bf16 where it is native, so seed s shows what "
+        "`wavediff sample --seeds s` writes)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not log each request")
 
 
@@ -41,7 +47,7 @@ def run(args) -> int:
             )
         print(
             f"serving {path} ({cfg.name}, {cfg.image_size}px, T={cfg.diffusion.num_timesteps}, {device}, "
-            f"{args.precision}) at {server.url}  (Ctrl+C stops)",
+            f"{server.playground.precision}) at {server.url}  (Ctrl+C stops)",
             flush=True,
         )
         server.serve_forever()

@@ -72,9 +72,10 @@ def checkpoint_source(
     precision: str,
     preset: str | None = None,
     official_args: str | None = None,
+    fast=None,
 ) -> ImageSource:
     """Images generated from a checkpoint, one per seed, by `wavediff.sampling.generate_uint8`
-    (`preset` or `official_args` describe an authors' checkpoint)."""
+    (`preset` or `official_args` describe an authors' checkpoint; `fast`, a FastPath, overrides `precision`)."""
     if not Path(path).is_file():
         raise DataError(f"checkpoint {path} does not exist")
 
@@ -82,7 +83,7 @@ def checkpoint_source(
         from ..sampling import generate_uint8
 
         extra = {k: v for k, v in (("preset", preset), ("official_args", official_args)) if v}
-        return generate_uint8(str(path), list(seeds), b, device, precision, **extra)
+        return generate_uint8(str(path), list(seeds), b, device, precision, fast=fast, **extra)
 
     return ImageSource(f"checkpoint {path} (seeds {seeds[0]}..{seeds[-1]})", "checkpoint", len(seeds), batches)
 

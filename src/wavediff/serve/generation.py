@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..config import ExperimentConfig
 from ..diffusion import VPDiffusion, randn
 from ..errors import CheckpointError, ConfigError
-from ..sampling import autocast, parse_seeds, sample, to_uint8
+from ..sampling import autocast, parse_seeds, resolve_precision, sample, to_uint8
 from ..wavelets import dwt_bands, wavelet_to_image
 
 MAX_IMAGES = 64  # per request
@@ -145,8 +145,8 @@ class Playground:
     """One loaded generator and the views the page asks for (callers serialise access: one at a time)."""
 
     def __init__(self, generator: nn.Module, cfg: ExperimentConfig, device, precision: str = "fp32", source: str = ""):
-        autocast(torch.device(device), precision)  # validates the precision
-        self.generator, self.cfg, self.device, self.precision = generator, cfg, torch.device(device), precision
+        self.generator, self.cfg, self.device = generator, cfg, torch.device(device)
+        self.precision = resolve_precision(precision, self.device)  # "auto" -> what it means here; validates
         self.source = source
         self.diffusion = VPDiffusion(cfg.diffusion, self.device)
 

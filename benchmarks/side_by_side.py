@@ -1,0 +1,404 @@
+"""Side by side: our sampler and training iteration against the authors' code, in the same run.
+
+    git clone https://github.com/VinAIResearch/WaveDiff /path/to/WaveDiff   # theirs, never vendored here
+    pip install einops pytorch_wavelets                                      # their two extra imports
+    python benchmarks/side_by_side.py --authors-repo /path/to/WaveDiff [--presets cifar10 stl10 celeba_256]
+
+For each preset: their seeded initialisation, perturbed so outputs are not ~0,
+is saved in their released format; both codes load those same weights (ours
+through our converter); a check process runs both samplers on the same noise
+and requires the images to agree to 1e-4 (fp32), so equal work is timed.
+Then `--rounds` pairs of fresh processes, alternating which code goes first,
+each time full sampling (T generator calls + posterior + inverse wavelet
+transform) at every batch and one training iteration (D step with and
+without the lazy R1 penalty, G step, EMA; both codes in one process, no DDP),
+and report the median over rounds of each process's median. Both get the
+same environment: `--threads` CPU threads, denormals flushed and
+GOMP_SPINCOUNT=2000 (what `wavediff` sets), unless `--as-shipped` leaves the
+authors' process as their code runs by itself. On a GPU the clock is CUDA
+events, as in the paper's protocol. Ratios > 1 mean we are faster.
+
+"ours" is timed twice: in fp32, and at our default sampling precision
+(`--precision auto`: bf16 on CPUs with native bf16 and on GPUs that support it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+PRESETS = HERE.parent / "tests" / "data" / "reference" / "presets"
+TOLERANCE = 1e-4
+
+
+# ----------------------------------------------------------------------------- helpers shared by workers
+def _authors(opts):
+    sys.path.insert(0, str(HERE))
+    import authors_code
+
+    authors = authors_code.load(opts.authors_repo, cuda_ops=opts.authors_cuda_ops)
+    argv = json.loads((PRESETS / f"{opts.preset}.json").read_text())["argv"]
+    return authors_code, authors, authors_code.training_args(opts.authors_repo, argv)
+
+
+def _timer(device: torch.device):
+    """seconds(fn): one call of fn, timed with CUDA events on a GPU, perf_counter on the CPU."""
+    if device.type == "cuda":
+
+        def seconds(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            return start.elapsed_time(end) / 1000.0
+
+    else:
+
+        def seconds(fn):
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+
+    return seconds
+
+
+def _median(fn, seconds, warmup: int, reps: int) -> float:
+    for _ in range(warmup):
+        fn()
+    return statistics.median(seconds(fn) for _ in range(reps))
+
+
+def _our_config(preset: str):
+    from wavediff.presets import get_preset
+
+    return get_preset(preset)
+
+
+def _our_nets(opts, device):
+    from wavediff.checkpoints.convert import load_official_generator_with_config
+    from wavediff.checkpoints.official import read_official_state_dict
+    from wavediff.checkpoints.official_discriminator import convert_discriminator_state
+    from wavediff.models.discriminator import build_discriminator
+
+    cfg = _our_config(opts.preset)
+    G = load_official_generator_with_config(Path(opts.dir) / "netG.pth", cfg, device)
+    D = build_discriminator(cfg.discriminator)
+    D.load_state_dict(convert_discriminator_state(read_official_state_dict(Path(opts.dir) / "netD.pth", "D"), cfg))
+    return cfg, G, D.to(device)
+
+
+# ----------------------------------------------------------------------------- workers
+def worker_init(opts) -> dict:
+    """Their seeded initialisation, perturbed, saved in the released format (keys prefixed `module.`)."""
+    _, authors, args = _authors(opts)
+    torch.manual_seed(0)
+    G, D = authors_build(authors, args)
+    out = {}
+    for name, net in (("netG", G), ("netD", D)):
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.02)
+        torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, Path(opts.dir) / f"{name}.pth")
+        out[name] = sum(p.numel() for p in net.parameters())
+    return out
+
+
+def authors_build(authors, args):
+    sys.path.insert(0, str(HERE))
+    import authors_code
+
+    return authors_code.build_generator(authors, args), authors_code.build_discriminator(authors, args)
+
+
+def worker_check(opts) -> dict:
+    """Both samplers on the same noise (global RNG, same draw order), fp32: max image difference."""
+    from wavediff.diffusion import VPDiffusion
+    from wavediff.wavelets import idwt, reorder_bands
+
+    device = torch.device(opts.device)
+    authors_code, authors, args = _authors(opts)
+    theirs = authors_code.build_generator(authors, args)
+    state = torch.load(Path(opts.dir) / "netG.pth", map_location="cpu", weights_only=True)
+    theirs.load_state_dict({k[len("module.") :]: v for k, v in state.items()}, strict=True)
+    theirs = theirs.to(device).eval()
+    cfg, ours, _ = _our_nets(opts, device)
+    _, to_image = authors_code.wavelet_transforms(authors, args, device)
+    T = authors.diffusion.get_time_schedule(args, device)
+    coeff = authors.diffusion.Posterior_Coefficients(args, device)
+    x_T = torch.randn(2, cfg.data_channels, cfg.data_resolution, cfg.data_resolution, device=device)
+    # their network and noise live in their training band order; ours runs in the same frame for the check
+    order = cfg.generator.band_order
+
+    def ours_in_their_frame(x, t, z):
+        return reorder_bands(ours(reorder_bands(x, order, "pywt"), t, z), "pywt", order)
+
+    with torch.no_grad():
+        torch.manual_seed(5)
+        img_theirs = to_image(authors.diffusion.sample_from_model(coeff, theirs, args.num_timesteps, x_T, T, args) * 2)
+        torch.manual_seed(5)
+        x = VPDiffusion(cfg.diffusion, device).sample(ours_in_their_frame, x_T, cfg.generator.nz)
+        img_ours = idwt(reorder_bands(x, order, "pywt") * 2) if cfg.space == "wavelet" else x
+    diff = (img_theirs.clamp(-1, 1) - img_ours.clamp(-1, 1)).abs().max().item()
+    return {"max_abs_image_diff": diff, "image_range": [img_ours.min().item(), img_ours.max().item()]}
+
+
+def worker_time(opts) -> dict:
+    device = torch.device(opts.device)
+    seconds = _timer(device)
+    if opts.code == "ours":
+        return _time_ours(opts, device, seconds)
+    return _time_theirs(opts, device, seconds)
+
+
+def _time_ours(opts, device, seconds) -> dict:
+    from wavediff.diffusion import VPDiffusion
+    from wavediff.sampling import resolve_precision
+    from wavediff.timing import sampler_pass
+    from wavediff.training.ema import EMA
+    from wavediff.training.step import Nets, TrainStep
+    from wavediff.wavelets import image_to_wavelet
+
+    cfg, G, D = _our_nets(opts, device)
+    auto = resolve_precision("auto", device)
+    out = {"sample": {}, "train": {}, "default_precision": auto}
+    for b in opts.batches:
+        for precision in dict.fromkeys(("fp32", auto)):
+            fn = sampler_pass(G, cfg, b, device, precision)
+            out["sample"][f"{precision}/{b}"] = _median(fn, seconds, opts.warmup, opts.reps)
+    if not opts.train_batches:
+        return out
+    G.train().requires_grad_(True)
+    D.train()
+    tc = cfg.train
+    adam = dict(betas=(tc.beta1, tc.beta2), fused=True)
+    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, **adam)
+    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, **adam)
+    rng = torch.Generator(device).manual_seed(0)
+    step = TrainStep(Nets(G, D, G, D, G, D), opt_g, opt_d, VPDiffusion(cfg.diffusion, device), cfg, rng, device)
+    ema = EMA(G, tc.ema_decay)
+    for b in opts.train_batches:
+        images = torch.rand(b, 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1
+        for r1 in (True, False):
+
+            def iteration():
+                x0 = image_to_wavelet(images) if cfg.space == "wavelet" else images
+                step.d_step(x0, r1)
+                step.g_step(x0)
+                ema.update(G, b, b)
+
+            out["train"][f"{'r1' if r1 else 'no_r1'}/{b}"] = _median(iteration, seconds, 1, opts.reps)
+    return out
+
+
+def _time_theirs(opts, device, seconds) -> dict:
+    import torch.nn.functional as F
+
+    authors_code, authors, args = _authors(opts)
+    G, D = authors_code.build_generator(authors, args), authors_code.build_discriminator(authors, args)
+    state = torch.load(Path(opts.dir) / "netG.pth", map_location="cpu", weights_only=True)
+    G.load_state_dict({k[len("module.") :]: v for k, v in state.items()}, strict=True)
+    state = torch.load(Path(opts.dir) / "netD.pth", map_location="cpu", weights_only=True)
+    D.load_state_dict({k[len("module.") :]: v for k, v in state.items()}, strict=True)
+    G, D = G.to(device).eval(), D.to(device)
+    to_bands, to_image = authors_code.wavelet_transforms(authors, args, device)
+    dif = authors.diffusion
+    T = dif.get_time_schedule(args, device)
+    pos_coeff = dif.Posterior_Coefficients(args, device)
+    out = {"sample": {}, "train": {}}
+    for b in opts.batches:
+        x_T = torch.randn(b, args.num_channels, args.image_size, args.image_size, device=device)
+
+        @torch.no_grad()
+        def once():
+            return to_image(dif.sample_from_model(pos_coeff, G, args.num_timesteps, x_T, T, args) * 2.0)
+
+        out["sample"][f"fp32/{b}"] = _median(once, seconds, opts.warmup, opts.reps)
+    if not opts.train_batches:
+        return out
+    G.train()
+    coeff = dif.Diffusion_Coefficients(args, device)
+    opt_d = torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2))
+    opt_g = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2))
+    opt_g = authors.EMA(opt_g, ema_decay=args.ema_decay) if args.use_ema else opt_g
+    for b in opts.train_batches:
+        images = torch.rand(b, 3, args.ori_image_size, args.ori_image_size, device=device) * 2 - 1
+        for r1 in (True, False):
+
+            def iteration():
+                # their iteration, step for step (train_wddgan.py), with the same calls
+                D.requires_grad_(True)
+                D.zero_grad()
+                G.requires_grad_(False)
+                real = to_bands(images) / 2.0
+                t = torch.randint(0, args.num_timesteps, (b,), device=device)
+                x_t, x_tp1 = dif.q_sample_pairs(coeff, real, t)
+                x_t.requires_grad = True
+                d_real = D(x_t, t, x_tp1.detach()).view(-1)
+                F.softplus(-d_real).mean().backward(retain_graph=True)
+                if r1:
+                    (grad,) = torch.autograd.grad(outputs=d_real.sum(), inputs=x_t, create_graph=True)
+                    (args.r1_gamma / 2 * (grad.view(b, -1).norm(2, dim=1) ** 2).mean()).backward()
+                z = torch.randn(b, args.nz, device=device)
+                x_pos = dif.sample_posterior(pos_coeff, G(x_tp1.detach(), t, z), x_tp1, t)
+                F.softplus(D(x_pos, t, x_tp1.detach()).view(-1)).mean().backward()
+                opt_d.step()
+                D.requires_grad_(False)
+                G.requires_grad_(True)
+                G.zero_grad()
+                t = torch.randint(0, args.num_timesteps, (b,), device=device)
+                x_t, x_tp1 = dif.q_sample_pairs(coeff, real, t)
+                z = torch.randn(b, args.nz, device=device)
+                x0_pred = G(x_tp1.detach(), t, z)
+                x_pos = dif.sample_posterior(pos_coeff, x0_pred, x_tp1, t)
+                err = F.softplus(-D(x_pos, t, x_tp1.detach()).view(-1)).mean()
+                if args.rec_loss:
+                    err = err + F.l1_loss(x0_pred, real)
+                err.backward()
+                opt_g.step()
+
+            out["train"][f"{'r1' if r1 else 'no_r1'}/{b}"] = _median(iteration, seconds, 1, opts.reps)
+    return out
+
+
+WORKERS = {"init": worker_init, "check": worker_check, "time": worker_time}
+
+
+# ----------------------------------------------------------------------------- parent
+def _env(opts, code: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent / "src"), env.get("PYTHONPATH")]))
+    shipped = opts.as_shipped and code == "authors"
+    if shipped:
+        env.pop("GOMP_SPINCOUNT", None)
+    else:
+        env.setdefault("GOMP_SPINCOUNT", "2000")
+    env["SIDE_BY_SIDE_FLUSH_DENORMAL"] = "0" if shipped else "1"
+    return env
+
+
+def _run(opts, worker: str, preset: str, workdir: str, code: str = "ours") -> dict:
+    cmd = [sys.executable, __file__, "--worker", worker, "--code", code, "--preset", preset, "--dir", workdir]
+    cmd += ["--authors-repo", str(opts.authors_repo), "--device", opts.device, "--threads", str(opts.threads)]
+    cmd += ["--warmup", str(opts.warmup), "--reps", str(opts.reps), "--batches", *map(str, opts.batches)]
+    if opts.train_batches:
+        cmd += ["--train-batches", *map(str, opts.train_batches)]
+    if opts.authors_cuda_ops:
+        cmd.append("--authors-cuda-ops")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(opts, code))
+    if proc.returncode != 0:
+        sys.exit(f"error: the {worker} worker ({code}, {preset}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def compare(opts) -> dict:
+    report = {"machine": _machine(opts.device), "torch": torch.__version__, "threads": opts.threads, "presets": {}}
+    report["settings"] = {k: v for k, v in vars(opts).items() if k not in ("worker", "code", "dir", "preset")}
+    report["settings"]["authors_repo"] = str(opts.authors_repo)
+    print(f"machine: {report['machine']}; torch {torch.__version__}; device {opts.device}; {opts.threads} threads")
+    print(f"{opts.rounds} rounds of fresh processes (order alternating), median of medians; ratio > 1: ours faster")
+    for preset in opts.presets:
+        with tempfile.TemporaryDirectory() as workdir:
+            _run(opts, "init", preset, workdir, "authors")
+            check = _run(opts, "check", preset, workdir)
+            ok = check["max_abs_image_diff"] <= TOLERANCE
+            print(f"\n{preset}: same weights, same noise -> max image difference {check['max_abs_image_diff']:.2e}")
+            if not ok:
+                sys.exit(f"error: {preset}: the codes disagree by more than {TOLERANCE}; timing them is pointless")
+            rounds = {"ours": [], "authors": []}
+            for r in range(opts.rounds):
+                for code in ("authors", "ours") if r % 2 == 0 else ("ours", "authors"):
+                    rounds[code].append(_run(opts, "time", preset, workdir, code))
+        report["presets"][preset] = _summarise(preset, check, rounds)
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(report, indent=1))
+        print(f"\nwrote {opts.json}")
+    return report
+
+
+def _summarise(preset: str, check: dict, rounds: dict) -> dict:
+    def med(code, part, key):
+        return statistics.median(r[part][key] for r in rounds[code])
+
+    auto = rounds["ours"][0]["default_precision"]
+    rows = {"check": check, "default_precision": auto, "sample": {}, "train": {}}
+    print(f"{'case':<34}{'authors (s)':>12}{'ours fp32':>11}{'ratio':>7}{'ours ' + auto:>11}{'ratio':>7}")
+    for key in rounds["authors"][0]["sample"]:
+        b = key.split("/")[1]
+        theirs, ours32, ours_auto = med("authors", "sample", key), med("ours", "sample", key), None
+        ours_auto = med("ours", "sample", f"{auto}/{b}")
+        rows["sample"][b] = {"authors": theirs, "ours_fp32": ours32, f"ours_{auto}": ours_auto}
+        print(
+            f"{'sampling, batch ' + b:<34}{theirs:>12.4f}{ours32:>11.4f}{theirs / ours32:>6.2f}x"
+            f"{ours_auto:>11.4f}{theirs / ours_auto:>6.2f}x"
+        )
+    for key in rounds["authors"][0]["train"]:
+        r1, b = key.split("/")
+        theirs, ours = med("authors", "train", key), med("ours", "train", key)
+        rows["train"][key] = {"authors": theirs, "ours": ours}
+        label = f"train iteration, batch {b}, {'with' if r1 == 'r1' else 'without'} R1"
+        print(f"{label:<34}{theirs:>12.4f}{ours:>11.4f}{theirs / ours:>6.2f}x")
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--authors-repo", type=Path, required=True, help="a local checkout of VinAIResearch/WaveDiff")
+    ap.add_argument("--presets", nargs="+", default=["cifar10", "stl10", "celeba_256"])
+    ap.add_argument("--batches", nargs="+", type=int, help="sampling batches (CPU: 1 8; GPU: 1 8 100)")
+    ap.add_argument("--train-batches", nargs="*", type=int, help="training batches (CPU: 8; GPU: 32)")
+    ap.add_argument("--rounds", type=int, default=5, help="pairs of fresh processes (>= 5 for the README)")
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions in each process")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for both codes")
+    ap.add_argument("--as-shipped", action="store_true", help="authors without denormal flush and OpenMP spin cap")
+    ap.add_argument("--authors-cuda-ops", action="store_true", help="let their code JIT-build its CUDA ops")
+    ap.add_argument("--json", help="write the report here")
+    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    ap.add_argument("--code", default="ours", help=argparse.SUPPRESS)
+    ap.add_argument("--preset", help=argparse.SUPPRESS)
+    ap.add_argument("--dir", help=argparse.SUPPRESS)
+    opts = ap.parse_args(argv)
+    gpu = opts.device.startswith("cuda")
+    if opts.batches is None:
+        opts.batches = [1, 8, 100] if gpu else [1, 8]
+    if opts.train_batches is None:
+        opts.train_batches = [32] if gpu else [8]
+    if opts.worker:
+        torch.set_num_threads(opts.threads)
+        if os.environ.get("SIDE_BY_SIDE_FLUSH_DENORMAL", "1") == "1":
+            torch.set_flush_denormal(True)
+        print(json.dumps(WORKERS[opts.worker](opts)))
+        return
+    compare(opts)
+
+
+if __name__ == "__main__":
+    main()
