@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -88,8 +89,11 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
 
 
 def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, without a C++ source location prefix, at most `limit` long."""
     text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:limit]
+    line = text.splitlines()[0] if text else type(e).__name__
+    line = re.sub(r"^(\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*)+", "", line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def is_peer_failure(e: BaseException) -> bool:
