@@ -1,0 +1,216 @@
+"""Every command's error paths, table-driven: a missing GPU or unknown device, an output that
+cannot be written, a full disk, zero or negative counts, a file of the wrong kind. Each ends in
+one line naming the problem and the fix, a non-zero exit, no traceback and nothing half-written."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FIXTURES
+from wavediff.cli import COMMANDS, main
+
+NETG = FIXTURES / "tiny_wavelet_netG.pth"
+NETD = FIXTURES / "tiny_disc_small_netD.pth"
+ARGS = FIXTURES / "tiny_wavelet_config.json"
+PROGRESS = re.compile(r"^[\w ]*:\s+\d+%\|")  # a progress bar (work done before a write failed)
+UNWRITABLE = Path("/proc/wavediff-test")  # a virtual file system: nothing can be created there
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """Inputs of every kind, made once."""
+    tmp = tmp_path_factory.mktemp("inputs")
+    f = {"tmp": tmp}
+    f["gen"] = tmp / "g.safetensors"
+    assert main(["convert-official", str(NETG), "--official-args", str(ARGS), "-o", str(f["gen"])]) == 0
+    f["state"] = tmp / "state_0000002.pt"  # what `wavediff train` writes (the fields the commands look at)
+    torch.save({"format": "wavediff-train-state", "version": 1, "step": 2, "G": {"w": torch.zeros(1)}}, f["state"])
+    f["noimg"] = tmp / "noimg.npz"
+    np.savez(f["noimg"], x=np.zeros(3))
+    f["ref"] = tmp / "ref64.npz"
+    np.savez(f["ref"], mu=np.zeros(64), sigma=np.eye(64))
+    f["imgs"] = tmp / "imgs"
+    f["imgs"].mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((36, 36, 3), 40 * i, np.uint8)).save(f["imgs"] / f"{i}.png")
+    f["afile"] = tmp / "afile"
+    f["afile"].write_text("not a folder")
+    return f
+
+
+# name -> (argv with {placeholders}, expected message (regex), path that must not appear)
+CASES: dict[str, tuple[str, str, str | None]] = {
+    # no GPU, or a device that does not exist
+    "train_cuda": ("train --preset tiny --data {imgs} --out {out}/r --device cuda", "no CUDA GPU.*--device cpu", "r"),
+    "train_tpu": ("train --preset tiny --data {imgs} --out {out}/r --device tpu", "unknown device 'tpu'", "r"),
+    "sample_cuda": ("sample {gen} --n 2 --out {out}/g.png --device cuda", "no CUDA GPU.*--device cpu", "g.png"),
+    "sample_bad": ("sample {gen} --n 2 --out {out}/g.png --device gpu0", "unknown device 'gpu0'.*cpu, cuda", "g.png"),
+    "sample_meta": ("sample {gen} --n 2 --out {out}/g.png --device meta", "'meta' is not supported", "g.png"),
+    "fid_stats_cuda": ("fid stats {imgs} -o {out}/r.npz --device cuda", "no CUDA GPU", "r.npz"),
+    "fid_compute_cuda": ("fid compute {imgs} --ref {ref} --dims 64 --device cuda", "no CUDA GPU", None),
+    "pr_cuda": ("pr {imgs} --real {imgs} --vgg16 {out}/v.pt --device cuda", "no CUDA GPU", None),
+    "bench_cuda": ("bench --preset tiny --runs 1 --device cuda", "no CUDA GPU", None),
+    "bench_xla": ("bench --preset tiny --runs 1 --device xla", "'xla' is not supported", None),
+    "serve_cuda": ("serve {gen} --port 0 --device cuda", "no CUDA GPU", None),
+    # outputs that cannot be written (missing parents elsewhere are created: see the tests below)
+    "train_out_virtual": ("train --preset tiny --data {imgs} --out {unwritable}/run", "cannot write.*choose", None),
+    "train_out_file": ("train --preset tiny --data {imgs} --out {afile}", "is a file, not a folder", None),
+    "sample_out_virtual": ("sample {gen} --n 2 --out {unwritable}/g.png", "cannot write --out.*choose", None),
+    "sample_out_under_file": ("sample {gen} --n 2 --out {afile}/sub/g.png", "afile is a file, not a folder", None),
+    "sample_out_dir_virtual": ("sample {gen} --n 2 --out {unwritable}/pngs", "cannot write --out", None),
+    "convert_out_virtual": (
+        "convert-official {netg} --official-args {args} -o {unwritable}/x.safetensors",
+        "cannot write -o.*choose",
+        None,
+    ),
+    "fid_stats_out_virtual": ("fid stats {imgs} -o {unwritable}/r.npz", "cannot write -o", None),
+    "demo_out_virtual": ("demo --minutes 1 --out {unwritable}/demo", "cannot write --out", None),
+    # zero or negative steps, batch sizes, counts and minutes
+    "train_steps_0": ("train --preset tiny --data {imgs} --out {out}/r --steps 0", "--steps must be >= 1, got 0", "r"),
+    "train_steps_neg": ("train --preset tiny --data {imgs} --out {out}/r --steps -5", "--steps must be >= 1", "r"),
+    "train_batch_0": (
+        "train --preset tiny --data {imgs} --out {out}/r --batch-size 0",
+        "--batch-size must be >= 1",
+        "r",
+    ),
+    "train_ckpt_0": (
+        "train --preset tiny --data {imgs} --out {out}/r --checkpoint-every 0",
+        "--checkpoint-every must be >= 1",
+        "r",
+    ),
+    "train_timeout_0": (
+        "train --preset tiny --data {imgs} --out {out}/r --dist-timeout 0",
+        "--dist-timeout must be a positive",
+        "r",
+    ),
+    "sample_n_0": ("sample {gen} --n 0 --out {out}/g.png", "--n must be >= 1, got 0", "g.png"),
+    "sample_n_neg": ("sample {gen} --n -3 --out {out}/g.png", "--n must be >= 1, got -3", "g.png"),
+    "sample_batch_0": ("sample {gen} --n 2 --batch 0 --out {out}/g.png", "--batch must be >= 1", "g.png"),
+    "fid_compute_n_0": ("fid compute {imgs} --ref {ref} --dims 64 --n 0", "--n must be >= 1", None),
+    "fid_compute_batch_neg": ("fid compute {imgs} --ref {ref} --dims 64 --batch -1", "--batch must be >= 1", None),
+    "fid_stats_max_neg": ("fid stats {imgs} -o {out}/r.npz --max-images -1", "--max-images must be >= 1", "r.npz"),
+    "pr_max_real_0": ("pr {imgs} --real {imgs} --vgg16 {out}/v.pt --max-real 0", "--max-real must be >= 1", None),
+    "pr_n_neg": ("pr {imgs} --real {imgs} --vgg16 {out}/v.pt --n -2", "--n must be >= 1", None),
+    "bench_runs_0": ("bench --preset tiny --runs 0", "--runs must be >= 1", None),
+    "bench_warmup_neg": ("bench --preset tiny --warmup -1", "--warmup >= 0", None),
+    "bench_batch_0": ("bench --preset tiny --batch 0 --runs 1", "--batch must be >= 1", None),
+    "bench_threads_neg": ("bench --preset tiny --threads -2 --runs 1", "--threads must be >= 0", None),
+    "demo_minutes_0": ("demo --minutes 0 --out {out}/d", "--minutes must be positive", "d"),
+    "demo_minutes_neg": ("demo --minutes -2 --out {out}/d", "--minutes must be positive", "d"),
+    "demo_steps_neg": ("demo --steps -5 --out {out}/d", "--steps must be >= 1", "d"),
+    "serve_port_neg": ("serve {gen} --port -1", "bad port -1", None),
+    # a file of the wrong kind
+    "sample_state": (
+        "sample {state} --n 2 --out {out}/g.png",
+        "training state.*generator_0000002.safetensors",
+        "g.png",
+    ),
+    "sample_state_preset": ("sample {state} --preset tiny --n 2 --out {out}/g.png", "wavediff training state", "g.png"),
+    "bench_state": ("bench {state} --runs 1", "is a wavediff training state", None),
+    "serve_state": ("serve {state} --port 0", "is a wavediff training state", None),
+    "convert_netd": ("convert-official {netd} --preset cifar10 -o {out}/x.safetensors", "discriminator.*netG_", "x.s"),
+    "sample_netd": (
+        "sample {netd} --official-args {args} --n 2 --out {out}/g.png",
+        "discriminator \\(netD\\)",
+        "g.png",
+    ),
+    "convert_state": ("convert-official {state} --preset tiny -o {out}/x.safetensors", "training state", "x.s"),
+    "train_resume_netg": (
+        "train --preset tiny --data {imgs} --out {out}/r --resume {netg}",
+        "not a wavediff training",
+        "r",
+    ),
+    "fid_npz_no_images": ("fid compute {noimg} --ref {ref} --dims 64", "has no array 'images'", None),
+    "fid_ref_no_stats": ("fid compute {imgs} --ref {noimg}", "no 'mu' and 'sigma'", None),
+    "pr_npz_no_images": ("pr {noimg} --real {imgs} --vgg16 {out}/v.pt", "has no array 'images'", None),
+    "fid_stats_npz_no_images": ("fid stats {noimg} -o {out}/r.npz", "has no array 'images'", "r.npz"),
+    "presets_unknown": ("presets cifar100", "unknown preset 'cifar100'", None),
+}
+
+
+def _one_line(capsys, argv: list[str], expected: str, code: int = 2) -> str:
+    rc = main(argv)
+    out = capsys.readouterr()
+    lines = [line for line in out.err.strip().splitlines() if not PROGRESS.match(line)]
+    assert rc == code, (rc, out.err[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.err[-2000:]
+    assert "Traceback" not in out.err + out.out
+    assert re.search(expected, lines[0]), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_error_path_is_one_line(case, files, tmp_path, capsys):
+    argv, expected, must_not_exist = CASES[case]
+    if argv.split()[0] not in COMMANDS:
+        pytest.skip(f"no `wavediff {argv.split()[0]}` here")
+    values = {k: str(v) for k, v in files.items()} | {
+        "out": str(tmp_path),
+        "unwritable": str(UNWRITABLE),
+        "netg": str(NETG),
+        "netd": str(NETD),
+        "args": str(ARGS),
+    }
+    _one_line(capsys, [a.format(**values) for a in argv.split()], expected)
+    if must_not_exist:
+        assert not list(tmp_path.glob(must_not_exist + "*")), sorted(p.name for p in tmp_path.iterdir())
+    assert not UNWRITABLE.exists()
+
+
+def test_a_gpu_index_this_machine_lacks(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    argv = ["sample", str(files["gen"]), "--n", "2", "--out", str(tmp_path / "g.png"), "--device", "cuda:7"]
+    _one_line(capsys, argv, r"'cuda:7' does not exist: this machine has 1 GPU\(s\) \(cuda:0\)")
+    argv = [
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(files["imgs"]),
+        "--out",
+        str(tmp_path / "r"),
+        "--device",
+        "cuda:3",
+    ]
+    _one_line(capsys, argv, "'cuda:3' does not exist")
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_parent_folders_of_an_output_are_created(files, tmp_path, capsys):
+    grid = tmp_path / "a" / "b" / "grid.png"
+    assert main(["sample", str(files["gen"]), "--n", "2", "--out", str(grid)]) == 0
+    assert Image.open(grid).size == (64, 32)
+    pngs = tmp_path / "c" / "d"
+    assert main(["sample", str(files["gen"]), "--seeds", "3,4", "--out", str(pngs)]) == 0
+    assert sorted(p.name for p in pngs.iterdir()) == ["seed000003.png", "seed000004.png"]  # no temporary files
+    capsys.readouterr()
+
+
+def _disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("command", ["sample", "convert-official"])
+def test_disk_full_keeps_the_previous_file_and_says_what_happened(command, files, tmp_path, capsys, monkeypatch):
+    target = tmp_path / ("grid.png" if command == "sample" else "x.safetensors")
+    argv = {
+        "sample": ["sample", str(files["gen"]), "--n", "2", "--out", str(target)],
+        "convert-official": ["convert-official", str(NETG), "--official-args", str(ARGS), "-o", str(target)],
+    }[command]
+    assert main(argv) == 0
+    before = target.read_bytes()
+    capsys.readouterr()
+    monkeypatch.setattr(os, "fsync", _disk_full)  # the disk fills up as the new file is flushed
+    line = _one_line(capsys, argv, "no space left on the device")
+    assert f"the previous {target.name} is untouched" in line and "free some space" in line
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left behind
