@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -205,10 +206,18 @@ def _corrupt(path: Path, how: str) -> bytes:
     return path.read_bytes()
 
 
+@pytest.fixture(scope="module")
+def four_steps(images, tmp_path_factory) -> Path:
+    """A finished 4-step run with states at steps 2 and 4 (copied by the tests that damage it)."""
+    run = tmp_path_factory.mktemp("four") / "run"
+    assert main(["train", *_short_run(images, run, 4)]) == 0
+    return run
+
+
 @pytest.mark.parametrize("how", ["truncated", "empty", "bad_sector"])
-def test_resume_auto_skips_a_corrupt_newest_state_and_keeps_it(how, images, tmp_path, capsys):
+def test_resume_auto_skips_a_corrupt_newest_state_and_keeps_it(how, images, four_steps, tmp_path, capsys):
     run = tmp_path / "run"
-    assert _train(capsys, *_short_run(images, run, 4))[0] == 0
+    shutil.copytree(four_steps, run)
     straight = _state(run, 4)
     bad = run / "checkpoints" / "state_0000004.pt"
     damaged = _corrupt(bad, how)
@@ -223,15 +232,16 @@ def test_resume_auto_skips_a_corrupt_newest_state_and_keeps_it(how, images, tmp_
     assert_states_equal(_state(run, 4), straight)  # continued exactly from step 2
 
 
-def test_resume_auto_with_only_corrupt_states_is_one_line(images, tmp_path, capsys):
+def test_resume_auto_with_only_corrupt_states_is_one_line(images, four_steps, tmp_path, capsys):
     run = tmp_path / "run"
-    assert _train(capsys, *_short_run(images, run, 2))[0] == 0
+    shutil.copytree(four_steps, run)
     for p in (run / "checkpoints").glob("state_*.pt"):
         _corrupt(p, "truncated")
-    rc, _, err = _train(capsys, *_short_run(images, run, 4), "--resume", "auto")
-    assert rc == 2 and len(err.strip().splitlines()) == 1
-    assert "no training state" in err and "can be read" in err
-    assert (run / "checkpoints" / "state_0000002.pt").exists()
+    for args in (_short_run(images, run, 4), ["--out", str(run)]):  # with and without the preset
+        rc, _, err = _train(capsys, *args, "--resume", "auto")
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+        assert "no training state" in err and "can be read" in err
+    assert sorted(p.name for p in (run / "checkpoints").glob("state_*")) == ["state_0000002.pt", "state_0000004.pt"]
 
 
 # --- a full disk and Ctrl-C during training -------------------------------------------------------
@@ -278,7 +288,7 @@ def test_ctrl_c_during_training_keeps_the_checkpoint_and_says_how_to_resume(imag
     rc, _, err = _train(capsys, *_short_run(images, run, 6))
     lines = err.strip().splitlines()
     assert rc == 130 and lines[-1].startswith("interrupted: ") and "Traceback" not in err
-    assert "state_0000002.pt is intact" in lines[-1] and f"--out {run} --resume auto" in lines[-1]
+    assert "state_0000002.pt is intact" in lines[-1] and f"--resume auto (--out {run})" in lines[-1]
     assert sorted(p.name for p in (run / "checkpoints").glob("state_*")) == ["state_0000002.pt"]
     assert _log(run)[-1]["event"] == "interrupted"
     monkeypatch.setattr(TrainStep, "g_step", g_step)

@@ -173,6 +173,12 @@ def run(args: argparse.Namespace) -> int:
         final = train_run(cfg, args.out, resume=args.resume, ctx=ctx)
     except WaveDiffError as e:
         hard_exit(report(e, "" if ctx.is_main else f" (rank {ctx.rank})"))
+    except Exception as e:  # a peer lost while the run is set up (outside the training loop)
+        if not is_peer_failure(e):
+            raise
+        message = f"lost contact with another training process while starting ({first_line(e, 120)}); start every "
+        message += "node again with the same command"
+        hard_exit(report(PeerLost(message), "" if ctx.is_main else f" (rank {ctx.rank})"))
     try:
         shutdown(ctx)
     except Exception as e:

@@ -209,7 +209,7 @@ class Trainer:
     def _seed_rngs(self) -> torch.Generator:
         """Seed this rank's RNGs from (seed, rank); returns the generator of the training noise."""
         s = np.random.SeedSequence([self.cfg.train.seed, self.ctx.rank]).generate_state(4)
-        torch.manual_seed(int(s[0]))  # data-pipeline randomness (flips) in this process
+        torch.manual_seed(int(s[0]))  # any draw from torch's global RNG in this process (flips use flip_for)
         np.random.seed(int(s[1]))
         random.seed(int(s[2]))
         return torch.Generator(self.device).manual_seed(int(s[3]))
@@ -287,14 +287,14 @@ class Trainer:
         except KeyboardInterrupt:
             self._log_quietly("interrupted", step=self.step)
             raise Interrupted(
-                f"training stopped at step {self.step}; {self._kept()}: continue with "
-                f"`wavediff train --out {self.run_dir} --resume auto`"
+                f"training stopped at step {self.step}; {self._kept()}: continue with the same command "
+                f"and --resume auto (--out {self.run_dir})"
             ) from None
         except OutputError as e:
             self._log_quietly("error", step=self.step, message=str(e))
             raise OutputError(
                 f"{e}; training stopped at step {self.step} and {self._kept()}: free space, then continue with "
-                f"`wavediff train --out {self.run_dir} --resume auto`"
+                f"the same command and --resume auto (--out {self.run_dir})"
             ) from None
         except WaveDiffError as e:
             self._log_quietly("error", step=self.step, message=str(e))
