@@ -163,7 +163,8 @@ def test_resume_with_two_data_workers_after_sigkill_is_bit_exact(images, tmp_pat
     assert first.exists(), "no checkpoint within 120 s"
     assert not (killed / "checkpoints" / "state_0000010.pt").exists()
 
-    rc, out, _ = _train(capsys, *common, "--out", killed, "--resume", "auto")
+    # resumed without persistent workers (the killed and the straight run keep theirs): no difference either
+    rc, out, _ = _train(capsys, *common, "--out", killed, "--resume", "auto", "--set", "data.persistent_workers=false")
     assert rc == 0 and out.strip().splitlines()[-1].endswith("generator_final.safetensors")
     resumed_at = next(r for r in _log(killed) if r["event"] == "resume")["step"]
     assert 3 <= resumed_at < 10 and resumed_at % 3 == 0  # mid-epoch: 16 images, batch 8 -> 2 per epoch
@@ -293,3 +294,36 @@ def test_ctrl_c_during_training_keeps_the_checkpoint_and_says_how_to_resume(imag
     assert _log(run)[-1]["event"] == "interrupted"
     monkeypatch.setattr(TrainStep, "g_step", g_step)
     assert _train(capsys, *_short_run(images, run, 6), "--resume", "auto")[0] == 0
+
+
+@pytest.mark.slow
+def test_a_real_ctrl_c_with_data_workers_is_one_line(images, tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it (data workers included)."""
+    run = tmp_path / "run"
+    args = _short_run(images, run, 400) + ["--set", "data.num_workers=2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wavediff", "train", *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    first = run / "checkpoints" / "state_0000004.pt"
+    deadline = time.monotonic() + 120
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("still running 60 s after Ctrl-C")
+    lines = [line for line in err.strip().splitlines() if line.strip() and "%|" not in line]
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("interrupted: training stopped at step "), err[-3000:]
+    assert "is intact" in lines[0] and "--resume auto" in lines[0]
+    states = sorted((run / "checkpoints").glob("state_*.pt"))
+    assert states and not list((run / "checkpoints").glob(".*.tmp"))
+    torch.load(states[-1], weights_only=True)  # the last one is whole
+    assert states[-1].name in lines[0]

@@ -87,6 +87,7 @@ class DataConfig:
     image_size: int = 32
     hflip: bool = True
     num_workers: int = 4
+    persistent_workers: bool = True  # keep DataLoader workers alive between epochs (num_workers > 0)
     max_images: int = 0  # 0 = all
 
 

@@ -38,6 +38,7 @@ RESUMABLE_CHANGES = frozenset(
         "train.compile",
         "data.path",
         "data.num_workers",
+        "data.persistent_workers",
     }
 )
 _STATE_RE = re.compile(r"state_(\d+)\.pt$")

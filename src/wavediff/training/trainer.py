@@ -133,6 +133,7 @@ class Trainer:
             tc.batch_size,
             shuffle=True,
             num_workers=cfg.data.num_workers,
+            persistent_workers=cfg.data.persistent_workers,
             seed=tc.seed,
             rank=ctx.rank,
             world_size=ctx.world_size,
