@@ -182,6 +182,9 @@ def test_a_gpu_index_this_machine_lacks(files, tmp_path, capsys, monkeypatch):
         "cuda:3",
     ]
     _one_line(capsys, argv, "'cuda:3' does not exist")
+    monkeypatch.setenv("LOCAL_RANK", "2")  # the third process of `torchrun --nproc_per_node 3` on a 1-GPU machine
+    argv = ["sample", str(files["gen"]), "--n", "2", "--out", str(tmp_path / "pngs"), "--device", "cuda"]
+    _one_line(capsys, argv, r"process 2 on this machine needs cuda:2.*--nproc_per_node 1")
     assert not list(tmp_path.iterdir())
 
 

@@ -36,5 +36,10 @@ def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
     index = local_rank if dev.index is None else dev.index
     if index >= count:
         have = "cuda:0" if count == 1 else f"cuda:0 .. cuda:{count - 1}"
+        if dev.index is None:  # one GPU per process: LOCAL_RANK picks it
+            raise ConfigError(
+                f"process {local_rank} on this machine needs cuda:{local_rank}, but it has {count} GPU(s) ({have}); "
+                f"start at most {count} process(es) per machine (torchrun --nproc_per_node {count})"
+            )
         raise ConfigError(f"device {name!r} does not exist: this machine has {count} GPU(s) ({have}); pass one of them")
     return torch.device("cuda", index)
