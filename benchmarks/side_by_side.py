@@ -397,6 +397,11 @@ def main(argv=None) -> None:
             torch.set_flush_denormal(True)
         print(json.dumps(WORKERS[opts.worker](opts)))
         return
+    if not (opts.authors_repo / "train_wddgan.py").is_file():
+        sys.exit(
+            f"error: {opts.authors_repo} is not a checkout of the authors' WaveDiff (no train_wddgan.py); "
+            "git clone https://github.com/VinAIResearch/WaveDiff and pass its path"
+        )
     compare(opts)
 
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lmdb
 import numpy as np
 from PIL import Image
 
 from ..errors import DataError
 from .base import ImageDataset, require_path
 from .transforms import DECODE_ERRORS, ImageTransform
+
+if TYPE_CHECKING:
+    import lmdb
 
 LSUN_CHURCH_DIR = "church_outdoor_train_lmdb"
 LSUN_MAX_IMAGES = 120_000  # the DDGAN/WaveDiff training subset
@@ -30,8 +33,17 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _OPEN: dict[Path, lmdb.Environment] = {}  # this process's handles, by resolved path
 
 
+def _lmdb():
+    """The lmdb module, imported only when an LMDB dataset is used (a GPU box may lack it)."""
+    try:
+        import lmdb
+    except ImportError:
+        raise DataError("reading LMDB datasets needs the lmdb package: pip install lmdb") from None
+    return lmdb
+
+
 def _open(path: Path) -> lmdb.Environment:
-    return lmdb.open(str(path), subdir=path.is_dir(), readonly=True, lock=False, readahead=False, meminit=False)
+    return _lmdb().open(str(path), subdir=path.is_dir(), readonly=True, lock=False, readahead=False, meminit=False)
 
 
 def shared_env(path: Path) -> lmdb.Environment:
@@ -102,7 +114,7 @@ class LMDBImageDataset(ImageDataset):
             finally:
                 if env is not cached:  # close a temporary handle; keep this process's shared one
                     env.close()
-        except lmdb.Error as e:
+        except _lmdb().Error as e:
             raise DataError(f"'{self.path}' is not a readable LMDB database ({e}); check --data") from None
         if numeric:
             keys = sorted((k for k in keys if k.isdigit()), key=int)

@@ -1,0 +1,62 @@
+"""benchmarks/gpu_check.sh --cpu: the accelerator check script runs end to end without a GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_on_the_cpu(tmp_path):
+    report = tmp_path / "report.json"
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu", "--out", str(report)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(report.read_text())
+    assert r["ok"] and r["mode"].startswith("cpu")
+    cases = r["tests"]["cases"]
+    assert r["tests"]["failed"] == 0 and r["tests"]["passed"] >= 12, cases
+    assert all(
+        cases[f"test_generator_fixture_on_device_fp32[{n}]"] == "passed" for n in ("tiny_wavelet", "tiny_normal")
+    )
+    assert cases["test_training_with_bf16_and_compile_then_resume"] == "passed"
+    assert [(b["preset"], b["setting"]) for b in r["bench"]] == [("tiny", "fp32"), ("tiny", "auto")]
+    assert all(b["result"]["mean"] > 0 and b["result"]["batch"] == 2 for b in r["bench"])
+
+
+def test_gpu_check_refuses_to_pretend_without_a_gpu(tmp_path):
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "sees no CUDA device" in proc.stdout and "--cpu" in proc.stdout
+
+
+def test_side_by_side_needs_the_authors_checkout(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--authors-repo", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "not a checkout of the authors' WaveDiff" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
