@@ -91,6 +91,16 @@ CASES: dict[str, tuple[str, str, str | None]] = {
         "--dist-timeout must be a positive",
         "r",
     ),
+    "train_minutes_neg": (
+        "train --preset tiny --data {imgs} --out {out}/r --set train.max_minutes=-1",
+        "train.max_minutes must be >= 0",
+        "r",
+    ),
+    "train_workers_neg": (
+        "train --preset tiny --data {imgs} --out {out}/r --set data.num_workers=-2",
+        "data.num_workers must be >= 0",
+        "r",
+    ),
     "sample_n_0": ("sample {gen} --n 0 --out {out}/g.png", "--n must be >= 1, got 0", "g.png"),
     "sample_n_neg": ("sample {gen} --n -3 --out {out}/g.png", "--n must be >= 1, got -3", "g.png"),
     "sample_batch_0": ("sample {gen} --n 2 --batch 0 --out {out}/g.png", "--batch must be >= 1", "g.png"),

@@ -107,6 +107,13 @@ def validate_config(cfg: ExperimentConfig) -> None:
         )
     if tc.steps < 0 or tc.num_epoch < 1 or tc.sample_every < 0:
         raise ConfigError("train.steps and train.sample_every must be >= 0 and train.num_epoch >= 1")
+    for key, value, zero in (
+        ("train.max_minutes", tc.max_minutes, "no time limit"),
+        ("data.num_workers", cfg.data.num_workers, "load in the main process"),
+        ("data.max_images", cfg.data.max_images, "all images"),
+    ):
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0 (0: {zero}), got {value}")
     if not 0.0 <= tc.ema_decay < 1.0 or tc.ema_rampup < 0:
         raise ConfigError(f"train.ema_decay must be in [0, 1) and ema_rampup >= 0, got {tc.ema_decay}, {tc.ema_rampup}")
     check_stddev_batch(tc.batch_size)
