@@ -198,6 +198,16 @@ def test_a_gpu_index_this_machine_lacks(files, tmp_path, capsys, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(files, tmp_path, capsys):
+    run = ["train", "--preset", "tiny", "--data", str(files["imgs"]), "--out", str(tmp_path / "r"), "--batch-size", "4"]
+    assert main([*run, "--steps", "1"]) == 0
+    capsys.readouterr()
+    for steps in ("1", "0", "-1"):  # the same length, none at all, and a negative one
+        expected = "already at step 1 of 1: nothing to train" if steps == "1" else "--steps must be >= 1"
+        _one_line(capsys, [*run, "--steps", steps, "--resume", "auto"], expected)
+    assert main([*run, "--steps", "2", "--resume", "auto"]) == 0
+
+
 def test_missing_parent_folders_of_an_output_are_created(files, tmp_path, capsys):
     grid = tmp_path / "a" / "b" / "grid.png"
     assert main(["sample", str(files["gen"]), "--n", "2", "--out", str(grid)]) == 0

@@ -152,6 +152,12 @@ class Trainer:
         self.global_batch = tc.batch_size * ctx.world_size
         self.total_steps = tc.steps or tc.num_epoch * self.batches_per_epoch
         self.num_epochs = math.ceil(tc.steps / self.batches_per_epoch) if tc.steps else tc.num_epoch
+        if state and self.step >= self.total_steps:
+            raise ConfigError(
+                f"the run in {run_dir} is already at step {self.step} of {self.total_steps}: nothing to train; "
+                f"pass --steps N with N > {self.step} to train it longer (its generator: "
+                f"{generator_path(run_dir, None)})"
+            )
 
         self.nets = self._build_nets()
         self.ema = EMA(self.nets.G, tc.ema_decay, tc.ema_rampup) if tc.use_ema else None
