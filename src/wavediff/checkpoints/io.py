@@ -49,7 +49,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, fsync
     except BaseException as e:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError):
+        if isinstance(e, OSError) and e.errno is not None:  # the file system refused (PIL's encoder errors have none)
             what, fix = os_error_reason(e)
             kept = f"the previous {path.name} is untouched" if existed else "nothing was written"
             raise OutputError(f"cannot write {path}: {what}; {kept}; {fix}") from None
