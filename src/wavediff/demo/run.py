@@ -163,6 +163,13 @@ def _metric_summary(out: Path) -> dict | None:
     }
 
 
+def _regrid(picture: np.ndarray, size: int = 32, show: int = 6) -> np.ndarray:
+    """A gapless grid of `size`-px samples (as training saves them) -> the first show x show, with gaps."""
+    h, w, c = picture.shape
+    cells = picture.reshape(h // size, size, w // size, size, c).transpose(0, 2, 1, 3, 4).reshape(-1, size, size, c)
+    return _grid(cells[: show * show], cols=show)
+
+
 def _snapshot_rows(rows: list[dict]) -> list[dict]:
     """The measurements nearest to each fraction in SNAPSHOTS of the run's training time (distinct ones)."""
     total = rows[-1]["train_s"]
@@ -193,7 +200,9 @@ def _progress_figure(path: Path, out: Path) -> Path | None:
     grid = fig.add_gridspec(2, 2 * len(snaps), height_ratios=(1.1, 1))
     for i, r in enumerate(snaps):
         ax = fig.add_subplot(grid[0, 2 * i : 2 * i + 2])
-        ax.imshow(np.asarray(Image.open(out / "metrics" / f"step_{r['step']:07d}.png")), interpolation="nearest")
+        ax.imshow(
+            _regrid(np.asarray(Image.open(out / "metrics" / f"step_{r['step']:07d}.png"))), interpolation="nearest"
+        )
         ax.set_title(f"step {r['step']}, {r['train_s'] / 60:.1f} min\ndigits FID {r['fid_digits']:.3g}", fontsize=10)
         ax.axis("off")
     half = len(snaps)
