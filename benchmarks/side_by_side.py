@@ -174,6 +174,8 @@ def _time_ours(opts, device, seconds) -> dict:
     cfg, G, D = _our_nets(opts, device)
     auto = resolve_precision("auto", device)
     out = {"sample": {}, "train": {}, "default_precision": auto}
+    out["gflop_per_image"] = _sampling_gflop(G, cfg, device)
+    out["matmul_gflops"] = {p: _matmul_gflops(device, p, seconds) for p in dict.fromkeys(("fp32", auto))}
     for b in opts.batches:
         for precision in dict.fromkeys(("fp32", auto)):
             fn = sampler_pass(G, cfg, b, device, precision)
@@ -201,6 +203,27 @@ def _time_ours(opts, device, seconds) -> dict:
 
             out["train"][f"{'r1' if r1 else 'no_r1'}/{b}"] = _median(iteration, seconds, 1, opts.reps)
     return out
+
+
+def _sampling_gflop(G, cfg, device) -> float:
+    """FLOPs of the T generator calls for one image (multiply-add = 2), counted by PyTorch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    res = cfg.data_resolution
+    x, z = torch.zeros(1, cfg.data_channels, res, res, device=device), torch.zeros(1, cfg.generator.nz, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        G(x, torch.zeros(1, dtype=torch.int64, device=device), z)
+    return counter.get_total_flops() * cfg.diffusion.num_timesteps / 1e9
+
+
+def _matmul_gflops(device, precision: str, seconds) -> float:
+    """What this device reaches on a large matrix product: the practical peak the sampler is compared with."""
+    from wavediff.fastpath import PRECISIONS
+
+    n = 4096 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=PRECISIONS[precision])
+    return 2 * n**3 / _median(lambda: a @ a, seconds, 2, 5) / 1e9
 
 
 def _time_theirs(opts, device, seconds) -> dict:
@@ -347,17 +370,30 @@ def _summarise(preset: str, check: dict, rounds: dict) -> dict:
         return statistics.median(r[part][key] for r in rounds[code])
 
     auto = rounds["ours"][0]["default_precision"]
-    rows = {"check": check, "default_precision": auto, "sample": {}, "train": {}}
+    gflop = rounds["ours"][0]["gflop_per_image"]
+    peak = {
+        p: statistics.median(r["matmul_gflops"][p] for r in rounds["ours"]) for p in rounds["ours"][0]["matmul_gflops"]
+    }
+    rows = {"check": check, "default_precision": auto, "gflop_per_image": gflop, "matmul_gflops": peak}
+    rows.update(sample={}, train={})
     print(f"{'case':<34}{'authors (s)':>12}{'ours fp32':>11}{'ratio':>7}{'ours ' + auto:>11}{'ratio':>7}")
     for key in rounds["authors"][0]["sample"]:
         b = key.split("/")[1]
         theirs, ours32, ours_auto = med("authors", "sample", key), med("ours", "sample", key), None
         ours_auto = med("ours", "sample", f"{auto}/{b}")
         rows["sample"][b] = {"authors": theirs, "ours_fp32": ours32, f"ours_{auto}": ours_auto}
+        achieved = gflop * int(b) / ours32
+        rows["sample"][b]["ours_fp32_gflops"] = achieved
         print(
             f"{'sampling, batch ' + b:<34}{theirs:>12.4f}{ours32:>11.4f}{theirs / ours32:>6.2f}x"
-            f"{ours_auto:>11.4f}{theirs / ours_auto:>6.2f}x"
+            f"{ours_auto:>11.4f}{theirs / ours_auto:>6.2f}x   fp32: {achieved:.0f} GFLOP/s, "
+            f"{achieved / peak['fp32']:.0%} of the matmul peak"
         )
+    print(
+        f"  ({gflop:.1f} GFLOP per image over the T steps; matmul peak here: "
+        + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peak.items())
+        + ")"
+    )
     for key in rounds["authors"][0]["train"]:
         r1, b = key.split("/")
         theirs, ours = med("authors", "train", key), med("ours", "train", key)
