@@ -1,0 +1,58 @@
+"""The sampler's fast path: same images as the plain sampler, precision resolution, option errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wavediff.diffusion import VPDiffusion, randn
+from wavediff.errors import ConfigError
+from wavediff.fastpath import FastPath, SamplerRunner, autocast, cpu_has_native_bf16, resolve_precision
+from wavediff.models.generator import build_generator
+from wavediff.presets import get_preset
+from wavediff.wavelets import wavelet_to_image
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = get_preset("tiny")
+    torch.manual_seed(0)
+    G = build_generator(cfg.generator).eval().requires_grad_(False)
+    with torch.no_grad():
+        for p in G.parameters():  # fresh NCSN++ outputs ~0: perturb so the images carry the weights
+            p.add_(torch.randn_like(p) * 0.05)
+    return G, cfg
+
+
+def test_runner_fp32_equals_the_step_by_step_sampler(tiny):
+    G, cfg = tiny
+    seeds = [3, 11, 5]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    diffusion = VPDiffusion(cfg.diffusion)
+    shape = (3, cfg.data_channels, cfg.data_resolution, cfg.data_resolution)
+    with torch.no_grad():
+        x = diffusion.sample(G, randn(shape, gens), cfg.generator.nz, gens)
+    expected = wavelet_to_image(x)
+    got = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32")).sample(seeds)
+    assert torch.equal(got, expected) and got.abs().max() > 0.05
+
+
+def test_bf16_casts_each_weight_once_with_the_same_numbers(tiny):
+    G, cfg = tiny
+    runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="bf16"))
+    got = runner.sample(range(4))
+    with torch.no_grad(), autocast(torch.device("cpu"), "bf16"):  # plain autocast: a cast per weight per step
+        x = runner.diffusion.denoise(G, *runner.draw(range(4)))
+    assert torch.equal(got, wavelet_to_image(x.float()))
+    assert not any(p.requires_grad for p in G.parameters())  # the weights' flags are restored
+
+
+def test_precision_resolution_and_option_errors(tiny):
+    G, cfg = tiny
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "meta") == "bf16"
+    assert resolve_precision("auto", "meta") == "fp32"
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", "cpu")
+    with pytest.raises(ConfigError, match="--cuda-graphs needs a CUDA device"):
+        SamplerRunner(G, cfg, "cpu", FastPath(cuda_graphs=True))
