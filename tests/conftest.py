@@ -3,13 +3,26 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see wavediff.runtime)
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 torch.set_flush_denormal(True)
 
 REF = Path(__file__).parent / "data" / "reference"
 FIXTURES = REF / "fixtures"
+# the authors' models in fixtures/ (<name>_netG.pth / _netD.pth, _io.pt, _config.json)
+GENERATOR_FIXTURES = [
+    "tiny_wavelet",
+    "tiny_normal",
+    "tiny_wavelet_no_fbn",
+    "tiny_wavelet_no_freq",
+    "tiny_wavelet_no_residual",
+    "tiny_wavelet_patch2",
+    "tiny_wavelet_t2",
+]
+DISC_FIXTURES = ["tiny_disc_small", "tiny_disc_large"]
 
 
 @pytest.fixture(autouse=True)
@@ -17,3 +30,15 @@ def _deterministic_threads():
     # The reference outputs were produced with 2 threads; keep runs comparable.
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory) -> Path:
+    """16 RGB images of 36x36 (resized to the tiny preset's 32px), left-right asymmetric so that a flip shows."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        pixels = rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)
+        pixels[:, :18] = i * 15
+        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    return folder

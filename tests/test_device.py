@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FIXTURES
+from conftest import DISC_FIXTURES, FIXTURES, GENERATOR_FIXTURES
 from wavediff.checkpoints.official import official_args_to_config, read_official_state_dict
 from wavediff.checkpoints.official_discriminator import convert_discriminator_state
 from wavediff.checkpoints.official_generator import convert_generator_state
@@ -28,16 +28,6 @@ from wavediff.models.discriminator import build_discriminator
 from wavediff.models.generator import build_generator
 from wavediff.wavelets import reorder_bands
 
-GENERATORS = [
-    "tiny_wavelet",
-    "tiny_normal",
-    "tiny_wavelet_no_fbn",
-    "tiny_wavelet_no_freq",
-    "tiny_wavelet_no_residual",
-    "tiny_wavelet_patch2",
-    "tiny_wavelet_t2",
-]
-DISCRIMINATORS = ["tiny_disc_small", "tiny_disc_large"]
 REQUESTED = os.environ.get("WAVEDIFF_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "")
 pytestmark = [
     pytest.mark.device,
@@ -64,7 +54,7 @@ def _canonical(x):
     return reorder_bands(x, "dwt2d", "pywt")  # fixture tensors are in the network's own (DWT_2D) order
 
 
-@pytest.mark.parametrize("name", GENERATORS)
+@pytest.mark.parametrize("name", GENERATOR_FIXTURES)
 def test_generator_fixture_on_device_fp32(name, device):
     G, _ = _generator(name)
     io = torch.load(FIXTURES / f"{name}_io.pt", weights_only=True)
@@ -74,7 +64,7 @@ def test_generator_fixture_on_device_fp32(name, device):
     torch.testing.assert_close(out, io["out"], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", DISCRIMINATORS)
+@pytest.mark.parametrize("name", DISC_FIXTURES)
 def test_discriminator_fixture_on_device_fp32(name, device):
     cfg = official_args_to_config(FIXTURES / f"{name}_config.json").discriminator
     D = build_discriminator(cfg)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from conftest import FIXTURES, REF
+from conftest import DISC_FIXTURES, FIXTURES, REF
 from wavediff.checkpoints.official import official_args_to_config, read_official_state_dict
 from wavediff.checkpoints.official_discriminator import (
     convert_discriminator_state,
@@ -18,7 +18,6 @@ from wavediff.presets import get_preset
 from wavediff.wavelets import reorder_bands
 
 PAPER_PRESETS = ["cifar10", "stl10", "celeba_256", "celeba_512", "celeba_1024", "lsun"]
-DISC_FIXTURES = ["tiny_disc_small", "tiny_disc_large"]
 
 
 def _fixture_cfg(name):

@@ -14,10 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from test_resume_hardening import assert_states_equal
 
@@ -43,17 +41,6 @@ TRAIN = [
     "cpu",
 ]
 LIMIT_S = 150  # no wait in this file is longer
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        pixels = rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)
-        pixels[:, :18] = i * 15
-        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
-    return folder
 
 
 def _free_port() -> int:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import FIXTURES, GENERATOR_FIXTURES, REF
 from wavediff import load_official_generator
 from wavediff.checkpoints.official import official_args_to_config, read_official_state_dict
 from wavediff.checkpoints.official_generator import convert_generator_state, official_generator_key_shapes
@@ -18,17 +18,6 @@ from wavediff.models.generator import build_generator
 from wavediff.presets import get_preset
 from wavediff.wavelets import reorder_bands
 
-REF = Path(__file__).parent / "data" / "reference"
-FIXTURES = REF / "fixtures"
-GENERATOR_FIXTURES = [
-    "tiny_wavelet",
-    "tiny_normal",
-    "tiny_wavelet_no_fbn",
-    "tiny_wavelet_no_freq",
-    "tiny_wavelet_no_residual",
-    "tiny_wavelet_patch2",
-    "tiny_wavelet_t2",
-]
 PAPER_PRESETS = ["cifar10", "stl10", "celeba_256", "celeba_512", "celeba_1024", "lsun"]
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from wavediff.cli import main
 from wavediff.config import DataConfig
@@ -31,18 +30,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 def _one_thread():
     torch.set_num_threads(1)
     yield
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    """16 RGB images of 36x36, left-right asymmetric so that a flip shows."""
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        pixels = rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)
-        pixels[:, :18] = i * 15
-        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
-    return folder
 
 
 def _train(capsys, *args: str) -> tuple[int, str, str]:

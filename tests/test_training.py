@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from wavediff.checkpoints.io import load_generator
 from wavediff.cli import main
@@ -39,18 +38,6 @@ def _one_thread():
     # 20-50x when another process competes for the 2 cores; subprocesses match (ENV).
     torch.set_num_threads(1)
     yield
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    """16 RGB images of 36x36 (resized to the tiny preset's 32px)."""
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        pixels = rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)
-        pixels[:, :18] = i * 15
-        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
-    return folder
 
 
 def _train(capsys, *args: str) -> tuple[int, str, str]:
