@@ -80,6 +80,11 @@ def _median(fn, seconds, warmup: int, reps: int) -> float:
     return statistics.median(seconds(fn) for _ in range(reps))
 
 
+def _batches(opts, image_size: int) -> list[int]:
+    """The sampling batches; the paper's 100 becomes 25 at 512 and 1024 px, as in its protocol."""
+    return [25 if b == 100 and image_size >= 512 else b for b in opts.batches]
+
+
 def _our_config(preset: str):
     from wavediff.presets import get_preset
 
@@ -176,7 +181,7 @@ def _time_ours(opts, device, seconds) -> dict:
     out = {"sample": {}, "train": {}, "default_precision": auto}
     out["gflop_per_image"] = _sampling_gflop(G, cfg, device)
     out["matmul_gflops"] = {p: _matmul_gflops(device, p, seconds) for p in dict.fromkeys(("fp32", auto))}
-    for b in opts.batches:
+    for b in _batches(opts, cfg.image_size):
         for precision in dict.fromkeys(("fp32", auto)):
             fn = sampler_pass(G, cfg, b, device, precision)
             out["sample"][f"{precision}/{b}"] = _median(fn, seconds, opts.warmup, opts.reps)
@@ -241,7 +246,7 @@ def _time_theirs(opts, device, seconds) -> dict:
     T = dif.get_time_schedule(args, device)
     pos_coeff = dif.Posterior_Coefficients(args, device)
     out = {"sample": {}, "train": {}}
-    for b in opts.batches:
+    for b in _batches(opts, args.ori_image_size):
         x_T = torch.randn(b, args.num_channels, args.image_size, args.image_size, device=device)
 
         @torch.no_grad()
