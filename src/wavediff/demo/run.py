@@ -18,7 +18,7 @@ from ..sampling import generate
 from .score import CONFIDENT, DigitClassifier, nearest_distances, to_digit_features
 
 N_EVAL = 500  # samples scored by the classifier
-METRICS_EVERY = 150  # steps between digits-FID measurements during the demo's training
+METRICS_EVERY = 200  # steps between digits-FID measurements during the demo's training
 SNAPSHOTS = (1 / 8, 1 / 4, 1 / 2, 1.0)  # moments of the run shown in progress.png (fractions of its training time)
 
 
