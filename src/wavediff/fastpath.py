@@ -27,11 +27,6 @@ from .wavelets import wavelet_to_image
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_CHOICES = ("auto", *PRECISIONS)
-PRECISION_HELP = (
-    "generator arithmetic. auto (default): bf16 on CPUs with native bf16 (AVX512-BF16, AMX) and on GPUs that "
-    "support it, else fp32. bf16 is about 1.5x faster on such CPUs and changes images slightly against fp32 "
-    "(see the README: most pixels within 2/255); pass fp32 for exact fp32 images"
-)
 
 
 @functools.cache

@@ -12,7 +12,7 @@ def add_fast_arguments(p, precision_default: str = "auto") -> None:
         choices=PRECISION_CHOICES,
         help=f"generator arithmetic (default {precision_default}). auto: bf16 on CPUs with native bf16 (AVX512-BF16, "
         "AMX) and on GPUs that support it, else fp32. bf16 is about 1.5x faster on such CPUs and changes images "
-        "slightly against fp32 (README: 'bf16 sampling'); fp32 gives exact fp32 images",
+        "slightly against fp32 (README, Sampling: Precision); fp32 gives exact fp32 images",
     )
     p.add_argument(
         "--compile",
