@@ -39,7 +39,7 @@ def test_runner_fp32_equals_the_step_by_step_sampler(tiny):
 
 def test_bf16_casts_each_weight_once_with_the_same_numbers(tiny):
     G, cfg = tiny
-    runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="bf16"))
+    runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="bf16", channels_last=False))
     got = runner.sample(range(4))
     with torch.no_grad(), autocast(torch.device("cpu"), "bf16"):  # plain autocast: a cast per weight per step
         x = runner.diffusion.denoise(G, *runner.draw(range(4)))
@@ -56,3 +56,15 @@ def test_precision_resolution_and_option_errors(tiny):
         resolve_precision("fp8", "cpu")
     with pytest.raises(ConfigError, match="--cuda-graphs needs a CUDA device"):
         SamplerRunner(G, cfg, "cpu", FastPath(cuda_graphs=True))
+
+
+def test_channels_last_is_the_bf16_cpu_default_and_leaves_the_model_alone(tiny):
+    G, cfg = tiny
+    assert FastPath(precision="bf16").resolve_channels_last("cpu")
+    assert not FastPath(precision="fp32").resolve_channels_last("cpu")
+    assert not FastPath(precision="bf16", channels_last=False).resolve_channels_last("cpu")
+    assert FastPath(precision="bf16").describe("cpu") == "bf16, channels_last"
+    nhwc = SamplerRunner(G, cfg, "cpu", FastPath(precision="bf16")).sample(range(4))
+    nchw = SamplerRunner(G, cfg, "cpu", FastPath(precision="bf16", channels_last=False)).sample(range(4))
+    assert all(p.is_contiguous() for p in G.parameters())  # the runner converted a copy
+    assert (nhwc - nchw).abs().max() < 0.05  # other kernels, same bf16 arithmetic

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 PRECISION_CHOICES = ["auto", "fp32", "bf16", "fp16"]  # as fastpath.PRECISION_CHOICES; no torch import for --help
 
 
@@ -25,7 +27,12 @@ def add_fast_arguments(p, precision_default: str = "auto") -> None:
         help="CUDA only: capture the T steps of each batch size in a CUDA graph and replay it (same images, "
         "no launch overhead)",
     )
-    p.add_argument("--channels-last", action="store_true", help="NHWC activations (often faster on GPUs)")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC weights and activations (default: on for bf16 on the CPU, where it is 1.1-1.2x faster)",
+    )
 
 
 def fast_from_args(args):
@@ -37,7 +44,4 @@ def fast_from_args(args):
 
 
 def describe(fast, device) -> str:
-    from ..fastpath import resolve_precision
-
-    extras = [name for name in ("compile", "cuda_graphs", "channels_last") if getattr(fast, name)]
-    return ", ".join([resolve_precision(fast.precision, device), *extras])
+    return fast.describe(device)

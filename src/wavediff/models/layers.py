@@ -48,9 +48,22 @@ def conv1x1(in_ch: int, out_ch: int, init_scale: float = 1.0) -> nn.Conv2d:
     return conv
 
 
+class ConditioningLinear(nn.Linear):
+    """A linear layer of the conditioning path: time and latent embeddings and their per-block projections.
+
+    It always computes in fp32, also under autocast: its FLOPs are negligible, its outputs scale and shift
+    whole feature maps, and on CPUs bf16 products of a few rows are slower than fp32 ones (measured 4x for
+    the cifar10 generator at batch 1, where they took 14% of bf16 sampling).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x.float(), self.weight, self.bias)
+
+
 def linear(in_dim: int, out_dim: int, init_scale: float = 1.0) -> nn.Linear:
     """Linear layer with the DDPM default init (time embedding, time projections)."""
-    lin = nn.Linear(in_dim, out_dim)
+    lin = ConditioningLinear(in_dim, out_dim)
     variance_scaling_(lin.weight, init_scale)
     nn.init.zeros_(lin.bias)
     return lin
@@ -61,7 +74,7 @@ def style_linear(in_dim: int, out_dim: int) -> nn.Linear:
 
     Their "fan_avg" here resolves to fan_out: U(-a, a), a = sqrt(3 / out_dim).
     """
-    lin = nn.Linear(in_dim, out_dim)
+    lin = ConditioningLinear(in_dim, out_dim)
     bound = math.sqrt(3.0 / max(1.0, out_dim))
     with torch.no_grad():
         lin.weight.uniform_(-bound, bound)
