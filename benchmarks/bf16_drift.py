@@ -15,12 +15,16 @@ import argparse
 import json
 import time
 
-import numpy as np
-import torch
+from wavediff.runtime import configure_environment
 
-from wavediff.checkpoints.convert import load_any_generator
-from wavediff.fastpath import FastPath, resolve_precision
-from wavediff.sampling import generate
+configure_environment()  # before torch loads OpenMP: as `wavediff` itself runs (see runtime.py)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from wavediff.checkpoints.convert import load_any_generator  # noqa: E402
+from wavediff.fastpath import FastPath, resolve_precision  # noqa: E402
+from wavediff.sampling import generate  # noqa: E402
 
 
 def images(G, cfg, seeds, precision, batch) -> tuple[np.ndarray, float]:
