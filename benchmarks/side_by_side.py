@@ -324,8 +324,7 @@ def _run(opts, worker: str, preset: str, workdir: str, code: str = "ours") -> di
     cmd = [sys.executable, __file__, "--worker", worker, "--code", code, "--preset", preset, "--dir", workdir]
     cmd += ["--authors-repo", str(opts.authors_repo), "--device", opts.device, "--threads", str(opts.threads)]
     cmd += ["--warmup", str(opts.warmup), "--reps", str(opts.reps), "--batches", *map(str, opts.batches)]
-    if opts.train_batches:
-        cmd += ["--train-batches", *map(str, opts.train_batches)]
+    cmd += ["--train-batches", *map(str, opts.train_batches)]  # also when empty: the worker's default is not []
     if opts.authors_cuda_ops:
         cmd.append("--authors-cuda-ops")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(opts, code))
