@@ -87,7 +87,7 @@ def test_bf16_sampling_is_finite_and_close(name, device):
     assert torch.isfinite(bf16).all()
     diff = (bf16 - ref).abs()
     # images in [-1, 1]; bf16 keeps ~3 significant digits. The fixtures' randomly perturbed weights amplify the
-    # drift more than trained ones (README: 'bf16 sampling'), so the bounds only catch gross errors.
+    # drift more than trained ones (README, Sampling: Precision), so the bounds only catch gross errors.
     assert diff.max() < 0.3 and torch.quantile(diff.flatten(), 0.99) < 0.06, (diff.max(), diff.mean())
 
 
