@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -42,3 +43,39 @@ def images(tmp_path_factory) -> Path:
         pixels[:, :18] = i * 15
         Image.fromarray(pixels).save(folder / f"{i:02d}.png")
     return folder
+
+
+# --- helpers shared by the training, resume and multi-node tests -----------------------------------------------
+def train_cli(capsys, *args) -> tuple[int, str, str]:
+    """`wavediff train ARGS` in this process: (exit code, stdout, stderr)."""
+    from wavediff.cli import main
+
+    rc = main(["train", *map(str, args)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _tensors(obj, prefix=""):
+    """Every tensor in a nested state, by path."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{prefix}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}.{i}")
+
+
+def assert_states_equal(a: dict, b: dict, min_tensors: int = 0) -> None:
+    """Every tensor of two training states (at least `min_tensors` of them), and their counters, identical."""
+    ta, tb = dict(_tensors(a)), dict(_tensors(b))
+    assert ta.keys() == tb.keys() and len(ta) >= min_tensors
+    unequal = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not unequal, f"{len(unequal)} tensors differ, first {unequal[:3]}"
+    for key in ("step", "epoch", "batch_in_epoch", "sched_g", "sched_d"):
+        assert a[key] == b[key]

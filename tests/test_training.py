@@ -19,8 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import assert_states_equal, read_log, train_cli
 from wavediff.checkpoints.io import load_generator
-from wavediff.cli import main
 from wavediff.diffusion import VPDiffusion, randn
 from wavediff.models.discriminator import build_discriminator
 from wavediff.models.generator import build_generator
@@ -38,37 +38,6 @@ def _one_thread():
     # 20-50x when another process competes for the 2 cores; subprocesses match (ENV).
     torch.set_num_threads(1)
     yield
-
-
-def _train(capsys, *args: str) -> tuple[int, str, str]:
-    rc = main(["train", *args])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
-def _tensors(obj, prefix=""):
-    """Every tensor in a nested state, by path."""
-    if isinstance(obj, torch.Tensor):
-        yield prefix, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _tensors(v, f"{prefix}.{k}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _tensors(v, f"{prefix}.{i}")
-
-
-def _assert_states_equal(a: dict, b: dict) -> None:
-    ta, tb = dict(_tensors(a)), dict(_tensors(b))
-    assert ta.keys() == tb.keys()
-    unequal = [k for k in ta if not torch.equal(ta[k], tb[k])]
-    assert not unequal, f"{len(unequal)} tensors differ, first {unequal[:3]}"
-    for key in ("step", "epoch", "batch_in_epoch", "sched_g", "sched_d"):
-        assert a[key] == b[key]
-
-
-def _log(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
 # --- the training step ----------------------------------------------------------------
@@ -158,7 +127,7 @@ def test_resumable_config_changes():
 
 def test_train_writes_the_run_directory(images, tmp_path, capsys):
     run = tmp_path / "run"
-    rc, out, _ = _train(
+    rc, out, _ = train_cli(
         capsys,
         "--preset",
         "tiny",
@@ -188,7 +157,7 @@ def test_train_writes_the_run_directory(images, tmp_path, capsys):
         "state_0000006.pt",
     ]
     assert (run / "samples" / "step_0000006.png").is_file()
-    log = _log(run)
+    log = read_log(run)
     start = log[0]
     assert start["event"] == "start" and start["batch_per_process"] == 8 and start["global_batch"] == 8
     train = [r for r in log if r["event"] == "train"]
@@ -201,15 +170,15 @@ def test_train_writes_the_run_directory(images, tmp_path, capsys):
     assert state["epoch"] == 3 and state["batch_in_epoch"] == 0  # 2 batches per epoch
 
     # continue the finished run for 2 more steps, config taken from the run
-    rc, out, _ = _train(capsys, "--out", str(run), "--resume", "auto", "--steps", "8")
+    rc, out, _ = train_cli(capsys, "--out", str(run), "--resume", "auto", "--steps", "8")
     assert rc == 0 and out.strip().splitlines()[-1] == str(final)
     assert (run / "checkpoints" / "state_0000008.pt").is_file()
-    assert _log(run)[-1]["step"] == 8
+    assert read_log(run)[-1]["step"] == 8
 
 
 def test_time_budget_stops_early_and_still_exports(images, tmp_path, capsys):
     run = tmp_path / "run"
-    rc, out, _ = _train(
+    rc, out, _ = train_cli(
         capsys,
         "--preset",
         "tiny",
@@ -223,12 +192,12 @@ def test_time_budget_stops_early_and_still_exports(images, tmp_path, capsys):
         "train.max_minutes=1e-6",
     )
     assert rc == 0 and Path(out.strip().splitlines()[-1]).is_file()
-    assert [r["step"] for r in _log(run) if r["event"] == "time_limit"] == [1]
+    assert [r["step"] for r in read_log(run) if r["event"] == "time_limit"] == [1]
     assert (run / "checkpoints" / "state_0000001.pt").is_file()
 
 
 def test_pixel_space_bf16(images, tmp_path, capsys):
-    rc, out, _ = _train(
+    rc, out, _ = train_cli(
         capsys,
         "--preset",
         "tiny_pixel",
@@ -252,12 +221,12 @@ def test_unreadable_images_are_skipped_and_counted(images, tmp_path, capsys):
         shutil.copy(file, folder)
     (folder / "broken.png").write_bytes(b"not a png")
     run = tmp_path / "run"
-    rc, _, _ = _train(capsys, "--preset", "tiny", "--data", str(folder), "--out", str(run), "--steps", "1")
-    assert rc == 0 and _log(run)[0]["dataset"] == {"images": 8, "skipped_unreadable": 1}
+    rc, _, _ = train_cli(capsys, "--preset", "tiny", "--data", str(folder), "--out", str(run), "--steps", "1")
+    assert rc == 0 and read_log(run)[0]["dataset"] == {"images": 8, "skipped_unreadable": 1}
 
 
 def test_dry_run_prints_the_resolved_config(capsys, tmp_path):
-    rc, out, _ = _train(
+    rc, out, _ = train_cli(
         capsys,
         "--preset",
         "cifar10",
@@ -289,7 +258,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, cap
 
     monkeypatch.setattr(TrainStep, "g_step", poisoned)
     run = tmp_path / "run"
-    rc, _, err = _train(
+    rc, _, err = train_cli(
         capsys,
         "--preset",
         "tiny",
@@ -308,7 +277,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, cap
     assert rc == 2 and message.startswith("error: ")
     assert "NaN or inf at step 4" in message and "state_0000002.pt is kept" in message
     assert sorted(p.name for p in (run / "checkpoints").glob("state_*")) == ["state_0000002.pt"]
-    assert _log(run)[-1]["event"] == "error"
+    assert read_log(run)[-1]["event"] == "error"
 
 
 @pytest.mark.parametrize(
@@ -319,7 +288,7 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
     run = tmp_path / "run"
     base = ["--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "2"]
     if case in ("existing_run", "other_config"):
-        assert _train(capsys, *base)[0] == 0
+        assert train_cli(capsys, *base)[0] == 0
     args = {
         "existing_run": base,
         "other_config": base + ["--resume", "auto", "--set", "train.lr_d=1e-3", "--seed", "5"],
@@ -329,7 +298,7 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
         "no_preset": ["--out", str(run)],
         "corrupt_state": base + ["--resume", str(images / "00.png")],
     }[case]
-    rc, _, err = _train(capsys, *args)
+    rc, _, err = train_cli(capsys, *args)
     expected = {
         "existing_run": "already holds a run.*--resume auto",
         "other_config": "different config.*train.lr_d: 0.000125 -> 0.001; train.seed: 1024 -> 5",
@@ -379,13 +348,13 @@ def test_resume_after_sigkill_is_bit_exact(images, tmp_path, capsys):
     assert first.exists(), "no checkpoint within 120 s"
     assert not (killed / "checkpoints" / "state_0000024.pt").exists()
 
-    rc, out, _ = _train(capsys, *common, "--out", str(killed), "--resume", "auto")
+    rc, out, _ = train_cli(capsys, *common, "--out", str(killed), "--resume", "auto")
     assert rc == 0 and out.strip().splitlines()[-1].endswith("generator_final.safetensors")
-    assert any(r["event"] == "resume" for r in _log(killed))
+    assert any(r["event"] == "resume" for r in read_log(killed))
     straight = tmp_path / "straight"
-    assert _train(capsys, *common, "--out", str(straight))[0] == 0
+    assert train_cli(capsys, *common, "--out", str(straight))[0] == 0
     load = lambda run: torch.load(run / "checkpoints" / "state_0000024.pt", weights_only=True)  # noqa: E731
-    _assert_states_equal(load(killed), load(straight))
+    assert_states_equal(load(killed), load(straight))
 
 
 # --- two processes (gloo) -----------------------------------------------------------------------
@@ -421,7 +390,7 @@ def test_two_process_ddp_keeps_ranks_identical(images, tmp_path):
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().splitlines()[-1] == str(run / "checkpoints" / "generator_final.safetensors")
-    log = _log(run)
+    log = read_log(run)
     assert log[0]["world_size"] == 2 and log[0]["batch_per_process"] == 8 and log[0]["global_batch"] == 16
     weights = next(r for r in log if r["event"] == "weights")
     assert len(weights["sha256_per_rank"]) == 2 and weights["identical"]
