@@ -8,7 +8,10 @@ and applies the two shims a machine without their CUDA build needs:
   succeeds, and (unless `cuda_ops=True`) both ops dispatch to the plain PyTorch
   fallbacks their code already ships for the CPU, on every device;
 * `pytorch_wavelets` imports `pkg_resources`, which current setuptools no
-  longer provides: a minimal stand-in serves its one call (`resource_stream`).
+  longer provides: a minimal stand-in serves its one call (`resource_stream`);
+* their training script imports `lmdb` through their dataset modules; where
+  it is not installed (GPU images often lack it) an empty module stands in,
+  since no dataset is read.
 
 Their training arguments come from their own argument parser: the training
 script is executed with the preset's command line and stopped as soon as its
@@ -49,6 +52,14 @@ def _pkg_resources_stand_in() -> None:
     sys.modules["pkg_resources"] = mod
 
 
+def _lmdb_stand_in() -> None:
+    """Their training script imports their dataset modules, which import lmdb; the benchmark reads no dataset."""
+    try:
+        import lmdb  # noqa: F401
+    except ImportError:
+        sys.modules["lmdb"] = types.ModuleType("lmdb")
+
+
 def load(repo: str | Path, cuda_ops: bool = False) -> types.SimpleNamespace:
     """Import the authors' modules from `repo`; returns them as attributes."""
     repo = Path(repo).resolve()
@@ -59,6 +70,7 @@ def load(repo: str | Path, cuda_ops: bool = False) -> types.SimpleNamespace:
                 f"clone github.com/VinAIResearch/WaveDiff and pass its path to --authors-repo"
             )
     _pkg_resources_stand_in()
+    _lmdb_stand_in()
     if not cuda_ops:
         import torch.utils.cpp_extension as cpp
 

@@ -1,14 +1,17 @@
 """One prepared accelerator check; writes one JSON report. Run it through benchmarks/gpu_check.sh.
 
-Steps, each with its own time limit inside `--budget` seconds:
-1. the device tests (tests/test_device.py): every generator and discriminator fixture on the device
-   equals the CPU reference to 1e-4 in fp32; bf16 finite and close; compiled equals eager; CUDA graphs
-   replay the eager images; a short bf16 + compile training run, then a resume; a one-process
+Steps, each with its own time limit inside `--budget` seconds, and the report saved after each:
+1. the device checks (tests/test_device.py): every generator and discriminator fixture on the device
+   equals the CPU reference to 1e-4 in fp32 (TF32 off); fp32 sampling is true fp32 and tf32 is close;
+   bf16 finite and close; compiled equals eager; CUDA graphs replay the eager images; a one-process
    NCCL group;
 2. `wavediff bench` for cifar10, stl10, celeba_256 and lsun at the paper's batch (100), plain fp32
    and with the fast path (bf16, CUDA graphs, channels_last; plus torch.compile for cifar10), checked
    against the targets below;
-3. benchmarks/side_by_side.py against the authors' code when --authors-repo is given.
+3. benchmarks/side_by_side.py against the authors' code when --authors-repo is given;
+4. last, with the time left (at least 30% of the budget, up to 150 s kept for it): a short bf16 +
+   compile training run, then an eager resume. Compiling training took over 2 minutes per process
+   on an H100 machine (16 cores), so it cannot go first.
 
 `--cpu` runs the same steps on the CPU with a small budget (the tiny preset, a few runs, no compile),
 so the test suite catches a broken check without a GPU.
@@ -29,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # seconds per batch of 100 on one H100 (issue 9): the fast path must reach these
 TARGETS_S = {"cifar10": 0.008, "stl10": 0.030, "celeba_256": 0.060, "lsun": 0.120}
+STEPS = ("tests", "bench", "side")
 
 
 def _env(device: str, quick: bool) -> dict:
@@ -49,9 +53,11 @@ def _run(cmd: list[str], env: dict, timeout: float) -> dict:
     return {"cmd": " ".join(cmd), "rc": rc, "seconds": round(time.perf_counter() - t0, 1), "tail": (out + err)[-1500:]}
 
 
-def device_tests(opts, env: dict, timeout: float) -> dict:
-    junit = Path(opts.workdir) / "device_tests.xml"
+def device_tests(opts, env: dict, timeout: float, part: str) -> dict:
+    """part "checks": every device test but the training run; "training": the bf16 + compile training run."""
+    junit = Path(opts.workdir) / f"device_tests_{part}.xml"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_device.py")]
+    cmd += ["-k", "training" if part == "training" else "not training"]
     result = _run(cmd + ["--junitxml", str(junit)], env, timeout)
     cases = {}
     if junit.exists():
@@ -68,7 +74,7 @@ def device_tests(opts, env: dict, timeout: float) -> dict:
     return result
 
 
-def benches(opts, env: dict, deadline: float) -> list[dict]:
+def benches(opts, env: dict, deadline: float, rows: list[dict], save) -> list[dict]:
     if opts.cpu:
         plan = [("tiny", "fp32", ["--precision", "fp32"]), ("tiny", "auto", [])]
         common = ["--batch", "2", "--warmup", "1", "--runs", "2"]
@@ -79,8 +85,10 @@ def benches(opts, env: dict, deadline: float) -> list[dict]:
             plan += [(preset, "fp32", ["--precision", "fp32"]), (preset, "fast", fast)]
         plan.append(("cifar10", "fast+compile", fast + ["--compile"]))
         common = ["--warmup", str(opts.warmup), "--runs", str(opts.runs)]
-    rows = []
     for preset, setting, flags in plan:
+        if deadline - time.perf_counter() < 5:
+            rows.append({"preset": preset, "setting": setting, "rc": "skipped: out of budget"})
+            continue
         out = Path(opts.workdir) / f"bench_{preset}_{setting}.json"
         cmd = [sys.executable, "-m", "wavediff", "bench", "--preset", preset, "--device", opts.device, *common]
         row = {"preset": preset, "setting": setting}
@@ -92,7 +100,17 @@ def benches(opts, env: dict, deadline: float) -> list[dict]:
                 row["target_s"] = TARGETS_S[preset]
                 row["meets_target"] = seconds <= TARGETS_S[preset]
         rows.append(row)
+        _print_bench(row)
+        save()  # after every row: a run cut short keeps what it measured
     return rows
+
+
+def _print_bench(row: dict) -> None:
+    r = row.get("result")
+    failed = f"failed ({row['rc']}): {row.get('tail', '')[-300:]}"
+    took = f"{r['mean'] * 1000:.2f} ms/batch of {r['batch']}" if r else failed
+    mark = {True: " (meets target)", False: f" (target {row.get('target_s', 0) * 1000:.0f} ms)"}
+    print(f"[gpu_check] bench {row['preset']:<11} {row['setting']:<13} {took}{mark.get(row.get('meets_target'), '')}")
 
 
 def main(argv=None) -> int:
@@ -100,11 +118,16 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu", action="store_true", help="run on the CPU with a small budget (what the test suite does)")
     ap.add_argument("--out", default="gpu_check_report.json", help="the JSON report")
     ap.add_argument("--budget", type=float, help="seconds for everything (default 480; --cpu: 240)")
+    ap.add_argument("--workdir", help="where the per-step files go (default: beside --out, REPORT_files/)")
     ap.add_argument("--authors-repo", help="also run benchmarks/side_by_side.py against this checkout")
     ap.add_argument("--presets", nargs="+", default=list(TARGETS_S))
+    ap.add_argument("--side-presets", nargs="+", default=["cifar10", "stl10"], help="presets for the side-by-side")
+    ap.add_argument("--side-rounds", type=int, default=2, help="pairs of fresh processes in the side-by-side")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per bench (the paper: 300)")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="which steps to run (default all)")
     opts = ap.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows up as it happens, also through a pipe
     import torch
 
     start = time.perf_counter()
@@ -114,7 +137,7 @@ def main(argv=None) -> int:
         print(f"error: torch {torch.__version__} sees no CUDA device; run with --cpu on a machine without a GPU")
         return 2
     opts.device = "cpu" if opts.cpu else "cuda"
-    opts.workdir = str(Path(opts.out).resolve().parent / (Path(opts.out).stem + "_files"))
+    opts.workdir = opts.workdir or str(Path(opts.out).resolve().parent / (Path(opts.out).stem + "_files"))
     Path(opts.workdir).mkdir(parents=True, exist_ok=True)
     env = _env(opts.device, opts.cpu)
     report = {
@@ -131,29 +154,42 @@ def main(argv=None) -> int:
         Path(opts.out).write_text(json.dumps(report, indent=1))
 
     print(f"[gpu_check] {report['mode']} on {report['device']}, torch {report['torch']}; report: {opts.out}")
-    report["tests"] = device_tests(opts, env, min(deadline - time.perf_counter(), budget * 0.5))
-    print(f"[gpu_check] device tests: {report['tests']['passed']} passed, {report['tests']['failed']} failed")
-    save()
-    reserve = 150 if opts.authors_repo else 0
-    report["bench"] = benches(opts, env, deadline - reserve)
-    for row in report["bench"]:
-        r = row.get("result")
-        took = f"{r['mean'] * 1000:.2f} ms/batch of {r['batch']}" if r else f"failed ({row['rc']})"
-        mark = {True: " (meets target)", False: f" (target {row.get('target_s', 0) * 1000:.0f} ms)"}
-        print(
-            f"[gpu_check] bench {row['preset']:<11} {row['setting']:<13} {took}{mark.get(row.get('meets_target'), '')}"
-        )
-    save()
-    if opts.authors_repo:
+    side = opts.authors_repo and "side" in opts.steps
+    # the training run compiles for minutes on a GPU machine: it goes last, with what is left and at least this
+    train_reserve = min(150, 0.3 * budget) if "tests" in opts.steps else 0
+
+    def tests(part: str, seconds: float) -> None:
+        report[f"tests_{part}"] = r = device_tests(opts, env, seconds, part)
+        print(f"[gpu_check] device tests ({part}): {r['passed']} passed, {r['failed']} failed, rc {r['rc']}")
+        for name, status in r["cases"].items():
+            if status != "passed":
+                print(f"[gpu_check]   {name}: {status[:300]}")
+        if r["rc"] == "timeout":
+            print(f"[gpu_check]   cut short: {r['tail'][-500:]}")
+        save()
+
+    if "tests" in opts.steps:
+        tests("checks", min(deadline - train_reserve - time.perf_counter(), budget * 0.3))
+    if "bench" in opts.steps:
+        report["bench"] = []
+        left = deadline - train_reserve - time.perf_counter()
+        benches(opts, env, deadline - train_reserve - (0.45 * left if side else 0), report["bench"], save)
+    if side:
         out = Path(opts.workdir) / "side_by_side.json"
         cmd = [sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--authors-repo", opts.authors_repo]
-        cmd += ["--device", opts.device, "--rounds", "2", "--presets", "cifar10", "stl10", "--json", str(out)]
-        report["side_by_side"] = _run(cmd, env, deadline - time.perf_counter())
+        cmd += ["--device", opts.device, "--rounds", str(opts.side_rounds), "--presets", *opts.side_presets]
+        cmd += ["--json", str(out)]
+        report["side_by_side"] = _run(cmd, env, deadline - train_reserve - time.perf_counter())
+        print(report["side_by_side"]["tail"])
         if out.exists():
             report["side_by_side"]["result"] = json.loads(out.read_text())
         save()
-    bench_ok = all("result" in row for row in report["bench"])
-    ok = report["tests"]["failed"] == 0 and report["tests"]["passed"] > 0 and bench_ok
+    if "tests" in opts.steps:
+        tests("training", deadline - time.perf_counter())
+    parts = [report[k] for k in ("tests_checks", "tests_training") if k in report]
+    tests_ok = all(r["failed"] == 0 and r["passed"] > 0 and r["rc"] == 0 for r in parts)
+    bench_ok = all("result" in row for row in report.get("bench", []))
+    ok = tests_ok and bench_ok and report.get("side_by_side", {}).get("rc", 0) == 0
     report["ok"] = ok
     save()
     print(f"[gpu_check] {'ok' if ok else 'FAILED'} in {report['seconds']} s; report: {opts.out}")

@@ -19,7 +19,7 @@ if [[ "${1:-}" == "--prepare-wheels" ]]; then
   pkgs=$(for pair in $NEEDED; do echo -n "${pair#*:} "; done)
   for v in 3.10 3.11 3.12 3.13; do  # binary wheels for each Python a GPU machine may have
     "$PY" -m pip download -q -d .whl --only-binary=:all: --python-version "$v" \
-      --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 $pkgs einops pytorch_wavelets \
+      --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 $pkgs einops PyWavelets pytorch_wavelets \
       --no-deps || echo "note: some wheels for Python $v were not found"
   done
   echo "wheels in .whl/: $(ls .whl | wc -l) files; carry .whl to the GPU machine with the checkout"
@@ -32,7 +32,7 @@ for pair in $NEEDED; do
   "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing="$missing ${pair#*:}"
 done
 if [[ "$*" == *--authors-repo* ]]; then
-  for pair in einops:einops pytorch_wavelets:pytorch_wavelets; do
+  for pair in einops:einops pywt:PyWavelets pytorch_wavelets:pytorch_wavelets; do
     "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing="$missing ${pair#*:}"
   done
 fi

@@ -134,6 +134,8 @@ def worker_check(opts) -> dict:
     from wavediff.wavelets import idwt, reorder_bands
 
     device = torch.device(opts.device)
+    # equal work means equal arithmetic: true fp32 on both sides (PyTorch lets cuDNN use TF32 by default)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     authors_code, authors, args = _authors(opts)
     theirs = authors_code.build_generator(authors, args)
     state = torch.load(Path(opts.dir) / "netG.pth", map_location="cpu", weights_only=True)
@@ -181,8 +183,11 @@ def _time_ours(opts, device, seconds) -> dict:
     out = {"sample": {}, "train": {}, "default_precision": auto}
     out["gflop_per_image"] = _sampling_gflop(G, cfg, device)
     out["matmul_gflops"] = {p: _matmul_gflops(device, p, seconds) for p in dict.fromkeys(("fp32", auto))}
+    # on a GPU also "tf32": fp32 with TF32 convolutions, the arithmetic the authors' code gets by default
+    precisions = dict.fromkeys(("fp32", auto, *(("tf32",) if device.type == "cuda" else ())))
+    out["precisions"] = list(precisions)
     for b in _batches(opts, cfg.image_size):
-        for precision in dict.fromkeys(("fp32", auto)):
+        for precision in precisions:
             fn = sampler_pass(G, cfg, b, device, precision)
             out["sample"][f"{precision}/{b}"] = _median(fn, seconds, opts.warmup, opts.reps)
         if device.type == "cuda":  # the GPU fast path: CUDA graphs and channels_last at the default precision
@@ -327,7 +332,9 @@ def _run(opts, worker: str, preset: str, workdir: str, code: str = "ours") -> di
     cmd += ["--train-batches", *map(str, opts.train_batches)]  # also when empty: the worker's default is not []
     if opts.authors_cuda_ops:
         cmd.append("--authors-cuda-ops")
+    t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(opts, code))
+    print(f"  [{worker} worker, {code}, {preset}: {time.perf_counter() - t0:.0f} s]", flush=True)
     if proc.returncode != 0:
         sys.exit(f"error: the {worker} worker ({code}, {preset}) failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -366,8 +373,9 @@ def compare(opts) -> dict:
                 for code in ("authors", "ours") if r % 2 == 0 else ("ours", "authors"):
                     rounds[code].append(_run(opts, "time", preset, workdir, code))
         report["presets"][preset] = _summarise(preset, check, rounds)
+        if opts.json:  # after every preset, so a run cut short keeps what it measured
+            Path(opts.json).write_text(json.dumps(report, indent=1))
     if opts.json:
-        Path(opts.json).write_text(json.dumps(report, indent=1))
         print(f"\nwrote {opts.json}")
     return report
 
@@ -392,9 +400,12 @@ def _summarise(preset: str, check: dict, rounds: dict) -> dict:
         achieved = gflop * int(b) / ours32
         rows["sample"][b]["ours_fp32_gflops"] = achieved
         fast = ""
+        if f"tf32/{b}" in rounds["ours"][0]["sample"]:
+            rows["sample"][b]["ours_tf32"] = t = med("ours", "sample", f"tf32/{b}")
+            fast += f"   tf32: {t:.4f} s, {theirs / t:.2f}x"
         if f"fast/{b}" in rounds["ours"][0]["sample"]:
             rows["sample"][b]["ours_fast"] = t = med("ours", "sample", f"fast/{b}")
-            fast = f"   fast path (+CUDA graphs, channels_last): {t:.4f} s, {theirs / t:.2f}x"
+            fast += f"   fast path (+CUDA graphs, channels_last): {t:.4f} s, {theirs / t:.2f}x"
         print(
             f"{'sampling, batch ' + b:<34}{theirs:>12.4f}{ours32:>11.4f}{theirs / ours32:>6.2f}x"
             f"{ours_auto:>11.4f}{theirs / ours_auto:>6.2f}x   fp32: {achieved:.0f} GFLOP/s, "

@@ -7,8 +7,17 @@ import torch
 
 from wavediff.diffusion import VPDiffusion, randn
 from wavediff.errors import ConfigError
-from wavediff.fastpath import FastPath, SamplerRunner, autocast, cpu_has_native_bf16, resolve_precision
+from wavediff.fastpath import (
+    NHWC_MAX_BATCH,
+    FastPath,
+    SamplerRunner,
+    autocast,
+    cpu_has_native_bf16,
+    low_precision_copy,
+    resolve_precision,
+)
 from wavediff.models.generator import build_generator
+from wavediff.models.layers import ConditioningLinear
 from wavediff.presets import get_preset
 from wavediff.wavelets import wavelet_to_image
 
@@ -37,11 +46,27 @@ def test_runner_fp32_equals_the_step_by_step_sampler(tiny):
     assert torch.equal(got, expected) and got.abs().max() > 0.05
 
 
-def test_bf16_casts_each_weight_once_with_the_same_numbers(tiny):
+def test_bf16_runs_a_bf16_copy_with_fp32_conditioning(tiny):
     G, cfg = tiny
     runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="bf16", channels_last=False))
     got = runner.sample(range(4))
-    with torch.no_grad(), autocast(torch.device("cpu"), "bf16"):  # plain autocast: a cast per weight per step
+    copy = low_precision_copy(G, torch.bfloat16)
+    for module in copy.modules():  # conditioning linears stay fp32, every other weight is bf16
+        want = torch.float32 if isinstance(module, ConditioningLinear) else torch.bfloat16
+        assert all(p.dtype == want for p in module.parameters(recurse=False)), type(module).__name__
+    with torch.no_grad():
+        x = runner.diffusion.denoise(lambda x, t, z: copy(x.bfloat16(), t, z), *runner.draw(range(4)))
+    assert torch.equal(got, wavelet_to_image(x.float()))
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in G.parameters())  # G itself untouched
+    fp32 = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32")).sample(range(4))
+    assert 0 < (got - fp32).abs().max() < 0.1  # bf16 arithmetic: close to fp32, not equal
+
+
+def test_fp16_autocast_casts_each_weight_once_with_the_same_numbers(tiny):
+    G, cfg = tiny
+    runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp16", channels_last=False))
+    got = runner.sample(range(4))
+    with torch.no_grad(), autocast(torch.device("cpu"), "fp16"):  # plain autocast: a cast per weight per step
         x = runner.diffusion.denoise(G, *runner.draw(range(4)))
     assert torch.equal(got, wavelet_to_image(x.float()))
     assert not any(p.requires_grad for p in G.parameters())  # the weights' flags are restored
@@ -58,13 +83,27 @@ def test_precision_resolution_and_option_errors(tiny):
         SamplerRunner(G, cfg, "cpu", FastPath(cuda_graphs=True))
 
 
-def test_channels_last_is_the_bf16_cpu_default_and_leaves_the_model_alone(tiny):
+def test_channels_last_is_the_bf16_cpu_default_for_small_batches_and_leaves_the_model_alone(tiny):
     G, cfg = tiny
-    assert FastPath(precision="bf16").resolve_channels_last("cpu")
-    assert not FastPath(precision="fp32").resolve_channels_last("cpu")
-    assert not FastPath(precision="bf16", channels_last=False).resolve_channels_last("cpu")
-    assert FastPath(precision="bf16").describe("cpu") == "bf16, channels_last"
-    nhwc = SamplerRunner(G, cfg, "cpu", FastPath(precision="bf16")).sample(range(4))
-    nchw = SamplerRunner(G, cfg, "cpu", FastPath(precision="bf16", channels_last=False)).sample(range(4))
-    assert all(p.is_contiguous() for p in G.parameters())  # the runner converted a copy
+    auto = FastPath(precision="bf16")
+    assert auto.resolve_channels_last("cpu", 1) and auto.resolve_channels_last("cpu", NHWC_MAX_BATCH)
+    assert not auto.resolve_channels_last("cpu", NHWC_MAX_BATCH + 1)
+    assert not FastPath(precision="fp32").resolve_channels_last("cpu", 1)
+    assert not FastPath(precision="bf16", channels_last=False).resolve_channels_last("cpu", 1)
+    assert FastPath(precision="bf16", channels_last=True).resolve_channels_last("cpu", 100)
+    assert auto.describe("cpu") == f"bf16, channels_last up to batch {NHWC_MAX_BATCH}"
+    runner = SamplerRunner(G, cfg, "cpu", auto)
+    small, large = range(NHWC_MAX_BATCH), range(NHWC_MAX_BATCH + 1)
+    nhwc = runner.sample(small)
+    assert _nhwc(runner.generator)
+    runner.sample(large)
+    assert not _nhwc(runner.generator)  # large batches switch to the NCHW copy
+    nchw = SamplerRunner(G, cfg, "cpu", FastPath(precision="bf16", channels_last=False)).sample(small)
+    assert all(p.is_contiguous() for p in G.parameters())  # the runner converted copies
     assert (nhwc - nchw).abs().max() < 0.05  # other kernels, same bf16 arithmetic
+    assert torch.equal(runner.sample(small), nhwc)  # back to the NHWC copy
+
+
+def _nhwc(module) -> bool:
+    convs = [p for p in module.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    return all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-PRECISION_CHOICES = ["auto", "fp32", "bf16", "fp16"]  # as fastpath.PRECISION_CHOICES; no torch import for --help
+# as fastpath.PRECISION_CHOICES, without importing torch for --help
+PRECISION_CHOICES = ["auto", "fp32", "tf32", "bf16", "fp16"]
 
 
 def add_fast_arguments(p, precision_default: str = "auto") -> None:
@@ -14,7 +15,8 @@ def add_fast_arguments(p, precision_default: str = "auto") -> None:
         choices=PRECISION_CHOICES,
         help=f"generator arithmetic (default {precision_default}). auto: bf16 on CPUs with native bf16 (AVX512-BF16, "
         "AMX) and on GPUs that support it, else fp32. bf16 is about 1.5x faster on such CPUs and changes images "
-        "slightly against fp32 (README, Sampling: Precision); fp32 gives exact fp32 images",
+        "slightly against fp32 (README, Sampling: Precision); fp32 gives exact fp32 images (TF32 off on GPUs); "
+        "tf32 (CUDA only): fp32 with TF32 tensor-core convolutions, PyTorch's default for convolutions",
     )
     p.add_argument(
         "--compile",

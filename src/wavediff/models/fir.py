@@ -38,6 +38,14 @@ def _kernel_1d(k: tuple[float, ...], gain: float) -> tuple[float, ...]:
     return tuple(float(v) / total * gain**0.5 for v in k)
 
 
+@functools.lru_cache(maxsize=64)
+def _outer_on(k: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The separable kernel's 2-D form, made once per device: no host-to-device copy per call (which would
+    also break CUDA graph capture)."""
+    v = torch.tensor(k, dtype=torch.float32)
+    return torch.outer(v, v).to(device=device, dtype=dtype)
+
+
 def _single(kernel: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return kernel.to(device=like.device, dtype=like.dtype)[None, None]
 
@@ -96,7 +104,7 @@ def upfirdn2d(
         k = [float(v) for v in kernel]
         if x.device.type == "cpu":
             return _upfirdn1d(_upfirdn1d(x, k, 3, up, down, pad), k, 2, up, down, pad)
-        kernel = torch.outer(torch.tensor(k), torch.tensor(k))
+        kernel = _outer_on(tuple(k), x.device, x.dtype)
     b, c, h, w = x.shape
     kh, kw = kernel.shape
     p0, p1 = pad

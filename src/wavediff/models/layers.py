@@ -196,7 +196,7 @@ class AdaptiveGroupNorm(nn.Module):
             self.style.bias[channels:] = 0.0
 
     def forward(self, x: torch.Tensor, zemb: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.style(zemb)[:, :, None, None].chunk(2, dim=1)
+        gamma, beta = self.style(zemb).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
         return torch.addcmul(beta, F.group_norm(x, self.groups, eps=1e-6), gamma)
 
 
@@ -272,7 +272,7 @@ class ResnetBlock(nn.Module):
     def _finish(self, x: torch.Tensor, h: torch.Tensor, temb, zemb) -> torch.Tensor:
         """Shared second half: add the time bias, AdaGN, act, dropout, Conv_1, residual sum."""
         if temb is not None:
-            h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
+            h = h + self.temb_proj(F.silu(temb)).to(h.dtype)[:, :, None, None]
         h = self.conv_out(self.dropout(F.silu(self.norm_out(h, zemb))))
         return (x + h) * SQRT_HALF if self.skip_rescale else x + h
 

@@ -22,7 +22,8 @@ import torch.nn as nn
 from ..config import ExperimentConfig
 from ..diffusion import VPDiffusion, randn
 from ..errors import CheckpointError, ConfigError
-from ..sampling import autocast, parse_seeds, resolve_precision, sample, to_uint8
+from ..fastpath import FastPath, SamplerRunner
+from ..sampling import parse_seeds, resolve_precision, sample, to_uint8
 from ..wavelets import dwt_bands, wavelet_to_image
 
 MAX_IMAGES = 64  # per request
@@ -147,6 +148,8 @@ class Playground:
     def __init__(self, generator: nn.Module, cfg: ExperimentConfig, device, precision: str = "fp32", source: str = ""):
         self.generator, self.cfg, self.device = generator, cfg, torch.device(device)
         self.precision = resolve_precision(precision, self.device)  # "auto" -> what it means here; validates
+        # the sampler's own view of the generator (at bf16: a bf16 copy), so every view matches `wavediff sample`
+        self.runner = SamplerRunner(generator, cfg, self.device, FastPath(precision=self.precision))
         self.source = source
         self.diffusion = VPDiffusion(cfg.diffusion, self.device)
 
@@ -184,13 +187,13 @@ class Playground:
         return draws
 
     def _run(self, x_init: torch.Tensor, draw: Callable) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-        with torch.no_grad(), autocast(self.device, self.precision):
-            return list(self.diffusion.sample_steps(self.generator, x_init, self.cfg.generator.nz, draw))
+        with torch.no_grad(), self.runner.precision_context():
+            return list(self.diffusion.sample_steps(self.runner.net, x_init, self.cfg.generator.nz, draw))
 
     # ------------------------------------------------------------------ views
     def grid(self, seeds: Sequence[int]) -> Result:
         start = time.perf_counter()
-        images = list(to_uint8(sample(self.generator, seeds, self.cfg, self.device, self.precision)))
+        images = list(to_uint8(sample(self.generator, seeds, runner=self.runner)))
         seconds = time.perf_counter() - start
         return Result(images, [f"seed {s}" for s in seeds], grid_rows(images), seconds, {"seeds": list(seeds)})
 

@@ -1,0 +1,73 @@
+"""Where one full sampling pass spends its time: the top operators and kernels by device time.
+
+    python benchmarks/profile_sampler.py --preset stl10 --batch 100 --device cuda --precision bf16 --cuda-graphs
+    python benchmarks/profile_sampler.py --preset cifar10 --batch 8            # CPU, default precision
+
+Random-init weights of the preset's generator (speed does not depend on the weights). Prints the wall time
+of one pass, the time the device spent in kernels (on a GPU: much less than the wall time means the pass is
+bound by kernel launches), and the operators sorted by device time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from wavediff.fastpath import PRECISION_CHOICES, FastPath  # noqa: E402
+from wavediff.models.generator import build_generator  # noqa: E402
+from wavediff.presets import get_preset  # noqa: E402
+from wavediff.runtime import configure_torch  # noqa: E402
+from wavediff.timing import sampler_pass  # noqa: E402
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="cifar10")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
+    ap.add_argument("--cuda-graphs", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--rows", type=int, default=25, help="operators to list")
+    ap.add_argument("--trace", help="also write a Chrome trace (open in chrome://tracing or Perfetto)")
+    opts = ap.parse_args(argv)
+    configure_torch()
+    device = torch.device(opts.device)
+    cfg = get_preset(opts.preset)
+    G = build_generator(cfg.generator).to(device).eval().requires_grad_(False)
+    fast = FastPath(opts.precision, opts.compile, opts.cuda_graphs, opts.channels_last)
+    once = sampler_pass(G, cfg, opts.batch, device, fast)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(3):
+        once()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        once()
+    sync()
+    wall = (time.perf_counter() - t0) / 5
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        once()
+        sync()
+    events = prof.key_averages()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    busy = sum(getattr(e, key) for e in events) / 1e6
+    print(f"{opts.preset}, batch {opts.batch}, {fast.describe(device)} on {device}: {wall * 1000:.2f} ms per pass")
+    print(f"time in {'kernels' if device.type == 'cuda' else 'operators (self)'}: {busy * 1000:.2f} ms")
+    print(events.table(sort_by=key, row_limit=opts.rows, max_name_column_width=60))
+    if opts.trace:
+        prof.export_chrome_trace(opts.trace)
+
+
+if __name__ == "__main__":
+    main()
