@@ -61,6 +61,12 @@ class ConditioningLinear(nn.Linear):
             return F.linear(x.float(), self.weight, self.bias)
 
 
+def like_activations(cond: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A conditioning output (fp32) in the activations' dtype where the network runs in low precision itself
+    (the sampler's bf16 copy); under autocast it stays fp32 and autocast decides."""
+    return cond if torch.is_autocast_enabled(x.device.type) else cond.to(x.dtype)
+
+
 def linear(in_dim: int, out_dim: int, init_scale: float = 1.0) -> nn.Linear:
     """Linear layer with the DDPM default init (time embedding, time projections)."""
     lin = ConditioningLinear(in_dim, out_dim)
@@ -196,7 +202,7 @@ class AdaptiveGroupNorm(nn.Module):
             self.style.bias[channels:] = 0.0
 
     def forward(self, x: torch.Tensor, zemb: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.style(zemb).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
+        gamma, beta = like_activations(self.style(zemb), x)[:, :, None, None].chunk(2, dim=1)
         return torch.addcmul(beta, F.group_norm(x, self.groups, eps=1e-6), gamma)
 
 
@@ -272,7 +278,7 @@ class ResnetBlock(nn.Module):
     def _finish(self, x: torch.Tensor, h: torch.Tensor, temb, zemb) -> torch.Tensor:
         """Shared second half: add the time bias, AdaGN, act, dropout, Conv_1, residual sum."""
         if temb is not None:
-            h = h + self.temb_proj(F.silu(temb)).to(h.dtype)[:, :, None, None]
+            h = h + like_activations(self.temb_proj(F.silu(temb)), h)[:, :, None, None]
         h = self.conv_out(self.dropout(F.silu(self.norm_out(h, zemb))))
         return (x + h) * SQRT_HALF if self.skip_rescale else x + h
 
