@@ -55,6 +55,35 @@ def train_cli(capsys, *args) -> tuple[int, str, str]:
     return rc, out.out, out.err
 
 
+TRAIN_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # subprocess training runs
+
+
+def kill_training_after_checkpoint(args, out: Path, step: int, log: Path, limit: float = 120) -> None:
+    """Run `wavediff train ARGS --out OUT` in a new process group and SIGKILL it (data workers too) as soon as
+    the state of `step` exists; asserts that the kill, not the run's end, stopped it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wavediff", "train", *map(str, args), "--out", str(out)],
+            env=TRAIN_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its data workers are killed with it
+        )
+    first = out / "checkpoints" / f"state_{step:07d}.pt"
+    deadline = time.monotonic() + limit
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, f"the run ended before it was killed: {log.read_text()[-2000:]}"
+    assert first.exists(), f"no checkpoint within {limit:.0f} s"
+
+
 def read_log(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 

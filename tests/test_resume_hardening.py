@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_states_equal, read_log, train_cli
+from conftest import TRAIN_ENV, assert_states_equal, kill_training_after_checkpoint, read_log, train_cli
 from wavediff.cli import main
 from wavediff.config import DataConfig
 from wavediff.data import build_dataloader, build_dataset
 from wavediff.data.transforms import flip_for
 from wavediff.training.step import TrainStep
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ENV = TRAIN_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -101,22 +101,7 @@ def test_resume_with_two_data_workers_after_sigkill_is_bit_exact(images, tmp_pat
         "train.sample_every=0",
     ]
     killed = tmp_path / "killed"
-    stderr = tmp_path / "stderr.txt"
-    with open(stderr, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wavediff", "train", *map(str, common), "--out", str(killed)],
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,  # its data workers are killed with it
-        )
-    first = killed / "checkpoints" / "state_0000003.pt"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL, f"ended before the kill: {stderr.read_text()[-2000:]}"
-    assert first.exists(), "no checkpoint within 120 s"
+    kill_training_after_checkpoint(common, killed, 3, tmp_path / "stderr.txt")
     assert not (killed / "checkpoints" / "state_0000010.pt").exists()
 
     # resumed without persistent workers (the killed and the straight run keep theirs): no difference either

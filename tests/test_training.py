@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_states_equal, read_log, train_cli
+from conftest import TRAIN_ENV, assert_states_equal, kill_training_after_checkpoint, read_log, train_cli
 from wavediff.checkpoints.io import load_generator
 from wavediff.diffusion import VPDiffusion, randn
 from wavediff.models.discriminator import build_discriminator
@@ -29,7 +26,7 @@ from wavediff.training.ema import EMA
 from wavediff.training.state import config_differences
 from wavediff.training.step import Nets, TrainStep
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ENV = TRAIN_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -331,21 +328,7 @@ def test_resume_after_sigkill_is_bit_exact(images, tmp_path, capsys):
         "train.keep_last=10",
     ]
     killed = tmp_path / "killed"
-    stderr = tmp_path / "stderr.txt"
-    with open(stderr, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wavediff", "train", *common, "--out", str(killed)],
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    first = killed / "checkpoints" / "state_0000004.pt"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, f"the run ended before it was killed: {stderr.read_text()[-2000:]}"
-    assert first.exists(), "no checkpoint within 120 s"
+    kill_training_after_checkpoint(common, killed, 4, tmp_path / "stderr.txt")
     assert not (killed / "checkpoints" / "state_0000024.pt").exists()
 
     rc, out, _ = train_cli(capsys, *common, "--out", str(killed), "--resume", "auto")
