@@ -20,18 +20,19 @@ def naive_upfirdn2d(x, k, up, down, pad):
     return out[:, :, ::down, ::down]
 
 
-@pytest.mark.parametrize(
-    "up,down,pad,ks",
-    [
-        (2, 1, (2, 1), 4),
-        (1, 2, (1, 1), 4),
-        (1, 1, (3, 3), 4),
-        (2, 1, (3, 2), 4),
-        (1, 2, (2, 2), 3),
-        (2, 2, (1, 1), 4),
-        (1, 1, (-1, -1), 2),
-    ],
-)
+# (up, down, pad, kernel size): up/down-sampling, both, pure filtering and cropping
+CASES = [
+    (2, 1, (2, 1), 4),
+    (1, 2, (1, 1), 4),
+    (1, 1, (3, 3), 4),
+    (2, 1, (3, 2), 4),
+    (1, 2, (2, 2), 3),
+    (2, 2, (1, 1), 4),
+    (1, 1, (-1, -1), 2),
+]
+
+
+@pytest.mark.parametrize("up,down,pad,ks", CASES)
 def test_upfirdn2d_matches_definition(up, down, pad, ks):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
@@ -39,21 +40,7 @@ def test_upfirdn2d_matches_definition(up, down, pad, ks):
     torch.testing.assert_close(upfirdn2d(x, k, up, down, pad), naive_upfirdn2d(x, k, up, down, pad))
 
 
-@pytest.mark.parametrize(
-    "up,down,pad,ks",
-    [
-        (2, 1, (2, 1), 4),
-        (1, 2, (1, 1), 4),
-        (1, 1, (3, 3), 4),
-        (2, 1, (3, 2), 4),
-        (1, 2, (2, 2), 3),
-        (2, 2, (1, 1), 4),
-        (1, 1, (-1, -1), 2),
-        (3, 1, (1, 4), 5),
-        (2, 1, (-1, 0), 4),
-        (4, 1, (0, 0), 2),
-    ],
-)
+@pytest.mark.parametrize("up,down,pad,ks", [*CASES, (3, 1, (1, 4), 5), (2, 1, (-1, 0), 4), (4, 1, (0, 0), 2)])
 def test_separable_upfirdn2d_matches_definition(up, down, pad, ks):
     """The sliced / polyphase path for 1-D kernels equals the 2-D definition, values and gradients."""
     torch.manual_seed(1)
