@@ -60,8 +60,12 @@ def main(argv=None) -> None:
         once()
         sync()
     events = prof.key_averages()
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    busy = sum(getattr(e, key) for e in events) / 1e6
+    if device.type == "cuda":  # kernels only: an operator's self device time is its kernels' time again
+        key = "self_device_time_total"
+        busy = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
+    else:
+        key = "self_cpu_time_total"
+        busy = sum(e.self_cpu_time_total for e in events) / 1e6
     print(f"{opts.preset}, batch {opts.batch}, {fast.describe(device)} on {device}: {wall * 1000:.2f} ms per pass")
     print(f"time in {'kernels' if device.type == 'cuda' else 'operators (self)'}: {busy * 1000:.2f} ms")
     print(events.table(sort_by=key, row_limit=opts.rows, max_name_column_width=60))
