@@ -125,36 +125,24 @@ class FastPath:
     precision: str = "auto"
     compile: bool = False  # torch.compile the T steps (inductor); the first batch of each size compiles
     cuda_graphs: bool = False  # capture the T steps of each batch size in a CUDA graph, replay afterwards
-    channels_last: bool | None = None  # NHWC weights and activations; None: see resolve_channels_last
-
-    def resolve_channels_last(self, device: torch.device | str, batch: int | None = None) -> bool:
-        """channels_last=None: NHWC for bf16 on the CPU at batches up to NHWC_MAX_BATCH, else NCHW.
-
-        Measured on a 2-core AVX512-BF16 CPU (bf16 weights): NHWC was 1.05-1.07x faster at batch 1 (cifar10,
-        stl10), even at batch 8, and 0.8-0.93x at batches 32-100 (cifar10, the digits model). Not measured on GPUs.
-        """
-        if self.channels_last is not None:
-            return self.channels_last
-        cpu_bf16 = torch.device(device).type == "cpu" and resolve_precision(self.precision, device) == "bf16"
-        return cpu_bf16 and (batch is None or batch <= NHWC_MAX_BATCH)
+    # NHWC weights and activations. Off by default: on a 2-core AVX512-BF16 CPU, with packed convolutions, NCHW was
+    # as fast at batch 1 and 1.03x faster at batch 8 (cifar10, stl10); not measured as a default on GPUs.
+    channels_last: bool = False
 
     def describe(self, device: torch.device | str) -> str:
-        """e.g. "bf16, channels_last up to batch 4" or "fp32, compile, cuda_graphs"."""
-        on = [("compile", self.compile), ("cuda_graphs", self.cuda_graphs)]
-        layout = self.resolve_channels_last(device)
-        if layout and self.channels_last is None:
-            on.append((f"channels_last up to batch {NHWC_MAX_BATCH}", True))
-        else:
-            on.append(("channels_last", layout))
+        """e.g. "bf16" or "fp32, compile, cuda_graphs, channels_last"."""
+        on = [("compile", self.compile), ("cuda_graphs", self.cuda_graphs), ("channels_last", self.channels_last)]
         return ", ".join([resolve_precision(self.precision, device), *(name for name, flag in on if flag)])
 
 
-NHWC_MAX_BATCH = 4
+def low_precision_copy(generator: nn.Module, dtype: torch.dtype, pack: bool = False) -> nn.Module:
+    """A copy of `generator` with its weights in `dtype`, except the conditioning linears (fp32).
 
-
-def low_precision_copy(generator: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """A copy of `generator` with its weights in `dtype`, except the conditioning linears (fp32)."""
+    With `pack` (eager CPU sampling), its convolutions pack their weights for oneDNN once per input shape
+    (`PackedConv2d`: 1.3-3x faster convolutions at batch 1, the same bf16 numbers there).
+    """
     from .models.layers import ConditioningLinear
+    from .models.packed import pack_convolutions, packing_available
 
     generator = copy.deepcopy(generator)
     for module in generator.modules():
@@ -162,6 +150,8 @@ def low_precision_copy(generator: nn.Module, dtype: torch.dtype) -> nn.Module:
             continue
         for name, param in module.named_parameters(recurse=False):
             setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
+    if pack and packing_available():
+        pack_convolutions(generator)
     return generator
 
 
@@ -181,23 +171,15 @@ class SamplerRunner:
         # copies: the caller's generator keeps its fp32 weights and layout (safetensors wants them contiguous)
         self.weights_dtype = torch.bfloat16 if self.precision == "bf16" else None
         if self.weights_dtype is not None:
-            generator = low_precision_copy(generator, self.weights_dtype)
-        self._source = generator
-        self._by_layout: dict[bool, nn.Module] = {}
-        self.generator = self._layout(fast.resolve_channels_last(self.device))
+            pack = self.device.type == "cpu" and not fast.compile  # inductor packs weights itself
+            generator = low_precision_copy(generator, self.weights_dtype, pack=pack)
+        if fast.channels_last:  # the private bf16 copy converts in place; the caller's generator stays NCHW
+            generator = generator if self.weights_dtype is not None else copy.deepcopy(generator)
+            generator = generator.to(memory_format=torch.channels_last)
+        self.generator = generator
         self.diffusion = VPDiffusion(cfg.diffusion, self.device)
         self._steps = torch.compile(self._pure, dynamic=False) if fast.compile else self._pure
         self._graphs: dict[tuple, tuple] = {}
-
-    def _layout(self, channels_last: bool) -> nn.Module:
-        """The generator with NHWC (`channels_last`) or NCHW weights; the NHWC copy is made on first use."""
-        if channels_last not in self._by_layout:
-            module = self._source
-            if channels_last:  # the private bf16 copy converts in place when NCHW is never wanted
-                forced = self.fast.channels_last and self.weights_dtype is not None
-                module = (module if forced else copy.deepcopy(module)).to(memory_format=torch.channels_last)
-            self._by_layout[channels_last] = module
-        return self._by_layout[channels_last]
 
     def net(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The generator as the sampler runs it (inside `precision_context()`): x0 predicted from x_{t+1}."""
@@ -218,7 +200,6 @@ class SamplerRunner:
     @torch.no_grad()
     def __call__(self, x_T: torch.Tensor, zs: torch.Tensor, noises: torch.Tensor) -> torch.Tensor:
         fp16 = self.precision == "fp16"
-        self.generator = self._layout(self.fast.resolve_channels_last(self.device, x_T.shape[0]))
         with cuda_sampling_mode(self.device, self.precision == "tf32"), _cast_weights_once(self.generator, fp16):
             return self._call(x_T, zs, noises)
 

@@ -1,0 +1,70 @@
+"""Packed oneDNN convolutions of the CPU sampler's bf16 copy: same results as nn.Conv2d, bounded cache, fallbacks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from wavediff.models import packed
+from wavediff.models.packed import PackedConv2d, pack_convolutions, packing_available
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN packing operators")
+
+
+def _convs(dtype):
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(16, 16, 1), nn.Conv2d(16, 12, 3, padding=1, groups=4, bias=False)
+    )
+    return net.to(dtype).eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 8, 4, 4), (3, 8, 8, 8)])
+def test_packed_convolutions_match_nn_conv2d(dtype, shape):
+    plain = _convs(dtype)
+    fast = copy.deepcopy(plain)
+    assert pack_convolutions(fast) == 3 and all(type(m) is PackedConv2d for m in fast)
+    x = torch.randn(shape).to(dtype)
+    with torch.no_grad():
+        want, got = plain(x), fast(x)
+        again = fast(x)  # from the cached packed weights
+    tol = 1e-5 if dtype == torch.float32 else 2e-2 * want.abs().max().item()
+    assert got.dtype == dtype and got.shape == want.shape
+    assert (got.float() - want.float()).abs().max() <= tol and torch.equal(got, again)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert (fast(nhwc).float() - want.float()).abs().max() <= tol
+
+
+def test_the_cache_is_bounded_private_to_a_copy_and_follows_weight_changes(monkeypatch):
+    monkeypatch.setattr(packed, "MAX_SHAPES", 2)
+    conv = nn.Conv2d(4, 4, 3, padding=1).bfloat16().eval()
+    pack_convolutions(conv)
+    with torch.no_grad():
+        for b in (1, 2, 3):
+            conv(torch.randn(b, 4, 5, 5).bfloat16())
+        assert [k[0][0] for k in conv._packed] == [2, 3]  # the least recently used shape was dropped
+        assert len(copy.deepcopy(conv)._packed) == 0
+        x = torch.randn(1, 4, 5, 5).bfloat16()
+        before = conv(x)
+        conv.weight.mul_(2)  # an in-place change bumps the version: the weight is packed again
+        assert torch.allclose(
+            conv(x).float() - conv.bias.float().view(1, -1, 1, 1),
+            2 * (before.float() - conv.bias.float().view(1, -1, 1, 1)),
+            rtol=2e-2,
+            atol=2e-2,
+        )
+
+
+def test_autograd_and_mismatched_dtypes_take_the_plain_path():
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    pack_convolutions(conv)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    conv(x).sum().backward()  # grad mode: nn.Conv2d's differentiable path
+    assert x.grad is not None and not conv.__dict__.get("_packed")
+    with torch.no_grad():
+        assert conv(x.double().float()).dtype == torch.float32
