@@ -204,17 +204,22 @@ def _time_ours(opts, device, seconds) -> dict:
     rng = torch.Generator(device).manual_seed(0)
     step = TrainStep(Nets(G, D, G, D, G, D), opt_g, opt_d, VPDiffusion(cfg.diffusion, device), cfg, rng, device)
     ema = EMA(G, tc.ema_decay)
+    # fp32 (the authors' arithmetic) and, where bf16 is native, `wavediff train --precision bf16` (autocast)
+    out["train_precisions"] = list(dict.fromkeys(("fp32", auto)))
     for b in opts.train_batches:
         images = torch.rand(b, 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1
-        for r1 in (True, False):
+        for precision in out["train_precisions"]:
+            step.precision = precision
+            for r1 in (True, False):
 
-            def iteration():
-                x0 = image_to_wavelet(images) if cfg.space == "wavelet" else images
-                step.d_step(x0, r1)
-                step.g_step(x0)
-                ema.update(G, b, b)
+                def iteration():
+                    x0 = image_to_wavelet(images) if cfg.space == "wavelet" else images
+                    step.d_step(x0, r1)
+                    step.g_step(x0)
+                    ema.update(G, b, b)
 
-            out["train"][f"{'r1' if r1 else 'no_r1'}/{b}"] = _median(iteration, seconds, 1, opts.reps)
+                key = f"{precision}/{'r1' if r1 else 'no_r1'}/{b}"
+                out["train"][key] = _median(iteration, seconds, 1, opts.reps)
     return out
 
 
@@ -418,10 +423,14 @@ def _summarise(preset: str, check: dict, rounds: dict) -> dict:
     )
     for key in rounds["authors"][0]["train"]:
         r1, b = key.split("/")
-        theirs, ours = med("authors", "train", key), med("ours", "train", key)
-        rows["train"][key] = {"authors": theirs, "ours": ours}
+        theirs, ours = med("authors", "train", key), med("ours", "train", f"fp32/{key}")
+        rows["train"][key] = {"authors": theirs, "ours_fp32": ours}
         label = f"train iteration, batch {b}, {'with' if r1 == 'r1' else 'without'} R1"
-        print(f"{label:<34}{theirs:>12.4f}{ours:>11.4f}{theirs / ours:>6.2f}x")
+        line = f"{label:<34}{theirs:>12.4f}{ours:>11.4f}{theirs / ours:>6.2f}x"
+        if auto != "fp32" and f"{auto}/{key}" in rounds["ours"][0]["train"]:
+            rows["train"][key][f"ours_{auto}"] = low = med("ours", "train", f"{auto}/{key}")
+            line += f"{low:>11.4f}{theirs / low:>6.2f}x   (train --precision {auto}: autocast, fp32 weights)"
+        print(line)
     return rows
 
 

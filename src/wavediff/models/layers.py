@@ -62,9 +62,14 @@ class ConditioningLinear(nn.Linear):
 
 
 def like_activations(cond: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A conditioning output (fp32) in the activations' dtype where the network runs in low precision itself
-    (the sampler's bf16 copy); under autocast it stays fp32 and autocast decides."""
-    return cond if torch.is_autocast_enabled(x.device.type) else cond.to(x.dtype)
+    """A conditioning output (fp32) in the activations' dtype.
+
+    Low-precision activations (the sampler's bf16 copy, or autocast's outputs) then stay low precision through
+    the scale, shift and bias they receive: an fp32 operand would promote every feature map to fp32 and cost a
+    cast before each convolution (bf16 autocast training on a 2-core CPU: 0.45 -> 0.41 s per cifar10 iteration
+    at batch 8).
+    """
+    return cond.to(x.dtype)
 
 
 def linear(in_dim: int, out_dim: int, init_scale: float = 1.0) -> nn.Linear:
