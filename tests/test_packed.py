@@ -42,12 +42,15 @@ def test_packed_convolutions_match_nn_conv2d(dtype, shape):
 
 def test_the_cache_is_bounded_private_to_a_copy_and_follows_weight_changes(monkeypatch):
     monkeypatch.setattr(packed, "MAX_SHAPES", 2)
+    monkeypatch.setattr(packed, "MAX_BATCH", 3)
     conv = nn.Conv2d(4, 4, 3, padding=1).bfloat16().eval()
     pack_convolutions(conv)
     with torch.no_grad():
         for b in (1, 2, 3):
             conv(torch.randn(b, 4, 5, 5).bfloat16())
         assert [k[0][0] for k in conv._packed] == [2, 3]  # the least recently used shape was dropped
+        conv(torch.randn(4, 4, 5, 5).bfloat16())  # above MAX_BATCH: nn.Conv2d's path, nothing packed
+        assert [k[0][0] for k in conv._packed] == [2, 3]
         assert len(copy.deepcopy(conv)._packed) == 0
         x = torch.randn(1, 4, 5, 5).bfloat16()
         before = conv(x)
