@@ -139,7 +139,7 @@ def low_precision_copy(generator: nn.Module, dtype: torch.dtype, pack: bool = Fa
     """A copy of `generator` with its weights in `dtype`, except the conditioning linears (fp32).
 
     With `pack` (eager CPU sampling), its convolutions pack their weights for oneDNN once per input shape at
-    batches up to 4 (`PackedConv2d`: 1.3-3x faster convolutions at batch 1, the same bf16 numbers there).
+    batches up to 8 (`PackedConv2d`: 1.3-3x faster convolutions at batch 1, the same bf16 numbers there).
     """
     from .models.layers import ConditioningLinear
     from .models.packed import pack_convolutions, packing_available

@@ -4,8 +4,9 @@
 every call. At batch 1 that reorder costs more than the arithmetic: on a 2-core AVX512-BF16 CPU a bf16
 [1, 256, 4, 4] 3x3 convolution took 123 us through `F.conv2d` and 39 us with the weight packed once (the
 same numbers, bit for bit); [1, 256, 8, 8]: 171 against 88 us. Whole samplers gain less as the batch grows
-(cifar10: 1.17x at batch 1, 1.07x at 4, 1.02x at 8) and lose above (0.9-0.95x at 16-100), so only batches up
-to `MAX_BATCH` take the packed path. PyTorch's
+(cifar10: 1.17x at batch 1, 1.07x at 4; at 8, 1.02x alone and 0.91x for cifar10 and celeba_256 in the side-by-side
+runs, 0.95-1.02x for stl10) and lose above (0.9-0.95x for cifar10 at 16-100), so only batches up to `MAX_BATCH`
+take the packed path. PyTorch's
 inductor packs weights the same way when it freezes a model; `PackedConv2d` does it in eager mode, per
 input shape, with PyTorch's own oneDNN operators. It serves only inference on the CPU: with autograd on,
 on other devices, or where PyTorch lacks those operators it is a plain `nn.Conv2d`.
@@ -18,7 +19,7 @@ import collections
 import torch
 import torch.nn as nn
 
-MAX_BATCH = 4  # larger batches run nn.Conv2d's own path
+MAX_BATCH = 8  # larger batches run nn.Conv2d's own path
 MAX_SHAPES = 4  # packed weights kept per convolution (batch sizes x layouts), least recently used dropped
 
 
