@@ -297,3 +297,19 @@ def test_double_backward_gradgradcheck():
     t = torch.tensor([1])
     x_t = torch.randn(1, 4, 4, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda x: model(x, t, x_tp1), (x_t,))
+
+
+def test_segments_judge_stacked_batches_like_separate_calls():
+    cfg = get_preset("cifar10").discriminator
+    torch.manual_seed(0)
+    D = build_discriminator(cfg)
+    x, y, t = torch.randn(16, 12, 16, 16), torch.randn(16, 12, 16, 16), torch.randint(0, 4, (16,))
+    with torch.no_grad():
+        D.head_conv.weight.normal_(0, 0.05)  # the small head starts at zero, which would hide the stddev channel
+        joint = D(x, t, y, segments=2)
+        apart = torch.cat([D(x[:8], t[:8], y[:8]), D(x[8:], t[8:], y[8:])])
+        mixed = D(x, t, y)  # one batch of 16: its stddev groups mix the halves
+    torch.testing.assert_close(joint, apart, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(mixed, apart, rtol=1e-5, atol=1e-6)
+    with pytest.raises(WaveDiffError, match="cannot be split into 3 equal segments"):
+        D(x, t, y, segments=3)

@@ -40,7 +40,7 @@ def _one_thread():
 # --- the training step ----------------------------------------------------------------
 
 
-def _reference_iteration(G, D, opt_g, opt_d, diffusion, x0, rng, r1_gamma, nz):
+def _reference_iteration(G, D, opt_g, opt_d, diffusion, x0, rng, r1_gamma, nz, r1=True):
     """The authors' train_wddgan.py iteration, written out step by step (separate backward passes)."""
     b, T = x0.shape[0], diffusion.num_timesteps
     D.requires_grad_(True)
@@ -50,8 +50,9 @@ def _reference_iteration(G, D, opt_g, opt_d, diffusion, x0, rng, r1_gamma, nz):
     x_t.requires_grad = True
     d_real = D(x_t, t, x_tp1).view(-1)
     F.softplus(-d_real).mean().backward(retain_graph=True)
-    grad = torch.autograd.grad(d_real.sum(), x_t, create_graph=True)[0]
-    (r1_gamma / 2 * (grad.view(b, -1).norm(2, dim=1) ** 2).mean()).backward()
+    if r1:
+        grad = torch.autograd.grad(d_real.sum(), x_t, create_graph=True)[0]
+        (r1_gamma / 2 * (grad.view(b, -1).norm(2, dim=1) ** 2).mean()).backward()
     x0_pred = G(x_tp1, t, randn((b, nz), rng))
     x_pos = diffusion.posterior_sample(x0_pred, x_tp1, t, randn(x_tp1.shape, rng))
     F.softplus(D(x_pos.detach(), t, x_tp1).view(-1)).mean().backward()
@@ -66,7 +67,8 @@ def _reference_iteration(G, D, opt_g, opt_d, diffusion, x0, rng, r1_gamma, nz):
     opt_g.step()
 
 
-def test_step_matches_the_authors_formulation():
+@pytest.mark.parametrize("r1", [True, False])  # without R1 our D step judges real and fake pairs in one pass
+def test_step_matches_the_authors_formulation(r1):
     cfg = get_preset("tiny")
     cfg.train.r1_gamma = 0.5  # large enough that a wrong penalty would show
     torch.manual_seed(0)
@@ -81,7 +83,7 @@ def test_step_matches_the_authors_formulation():
     step = TrainStep(
         Nets(G, D, G, D, G, D), adam(G), adam(D), diffusion, cfg, torch.Generator().manual_seed(3), torch.device("cpu")
     )
-    step.d_step(x0, r1=True)
+    step.d_step(x0, r1=r1)
     step.g_step(x0)
     _reference_iteration(
         G2,
@@ -93,10 +95,13 @@ def test_step_matches_the_authors_formulation():
         torch.Generator().manual_seed(3),
         cfg.train.r1_gamma,
         cfg.generator.nz,
+        r1,
     )
     for ours, ref in ((D, D2), (G, G2)):
         for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+            # Adam divides by sqrt(v): for a weight whose gradient is ~0, summing the gradient in another order (the
+            # joint D pass) moves its first update by up to ~1e-6 of lr 1e-3; a wrong loss moves it by ~1e-3
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6 if r1 else 1e-5, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_ema_follows_the_authors_or_the_rampup():

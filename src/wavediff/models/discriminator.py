@@ -141,7 +141,10 @@ class MinibatchStddev(nn.Module):
         super().__init__()
         self.group_size = group_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segments: int = 1) -> torch.Tensor:
+        """`segments` > 1: the batch is that many equal, independent batches, each with its own groups."""
+        if segments > 1:
+            return torch.cat([self(part) for part in x.chunk(segments)])
         b, c, h, w = x.shape
         check_stddev_batch(b, self.group_size)
         g = min(b, self.group_size)
@@ -198,7 +201,7 @@ class TimeConditionedDiscriminator(nn.Module):
             + [("final_conv", self.head_conv), ("end_linear", self.head_linear)]
         )
 
-    def _check(self, x_t: torch.Tensor, t: torch.Tensor, x_tp1: torch.Tensor) -> None:
+    def _check(self, x_t: torch.Tensor, t: torch.Tensor, x_tp1: torch.Tensor, segments: int = 1) -> None:
         if x_t.dim() != 4 or x_t.shape != x_tp1.shape:
             raise WaveDiffError(
                 f"discriminator expects x_t and x_tp1 of the same shape [B, C, H, W], got "
@@ -211,7 +214,9 @@ class TimeConditionedDiscriminator(nn.Module):
             raise WaveDiffError(
                 f"discriminator expects t of shape [{b}] (one step index per sample), got {tuple(t.shape)}"
             )
-        check_stddev_batch(b)
+        if segments < 1 or b % segments:
+            raise WaveDiffError(f"a batch of {b} cannot be split into {segments} equal segments")
+        check_stddev_batch(b // segments)
         if h < self.min_size or w < self.min_size:
             raise WaveDiffError(
                 f"the {self.kind} discriminator with {self.num_down} downsampling blocks needs "
@@ -230,14 +235,18 @@ class TimeConditionedDiscriminator(nn.Module):
             x = F.pixel_unshuffle(x, self.patch_size)  # channels packed (c p1 p2), like the authors'
         return x
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, x_tp1: torch.Tensor) -> torch.Tensor:
-        """Logit [B, 1] that `x_t` is a real denoising of `x_tp1` at step `t` (int64 [B])."""
-        self._check(x_t, t, x_tp1)
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, x_tp1: torch.Tensor, segments: int = 1) -> torch.Tensor:
+        """Logit [B, 1] that `x_t` is a real denoising of `x_tp1` at step `t` (int64 [B]).
+
+        `segments` = k judges k equal batches stacked along the batch dimension in one pass, with the same
+        result as k calls: only the minibatch-stddev layer looks across samples, and it keeps them apart.
+        """
+        self._check(x_t, t, x_tp1, segments)
         temb = _act(self.t_embed(t))
         h = self.stem(torch.cat([self._prepare(x_t), self._prepare(x_tp1)], dim=1))
         for block in self.blocks:
             h = block(h, temb)
-        h = _act(self.head_conv(self.stddev(h)))
+        h = _act(self.head_conv(self.stddev(h, segments)))
         return self.head_linear(h.sum(dim=(2, 3)))
 
 

@@ -10,7 +10,10 @@ G step: fresh t, pair and z; loss softplus(-D(x_pos, t, x_{t+1})) plus, with
 Equivalent reorganisations (same gradients, less work than the authors'):
 G runs under no_grad in the D step (its weights are frozen there anyway);
 x_t requires grad only on R1 steps; the real loss and the penalty share one
-backward pass. All randomness comes from one explicit `torch.Generator`, in
+backward pass; on steps without R1, D judges the real and the fake pairs in
+one pass of twice the batch (`segments=2` keeps their minibatch-stddev groups
+apart), which runs the small-batch convolutions more efficiently. All
+randomness comes from one explicit `torch.Generator`, in
 the authors' draw order (t, pair noises, z, posterior noise), so a resumed run
 repeats it exactly.
 """
@@ -82,18 +85,16 @@ class TrainStep:
         self.opt_d.zero_grad(set_to_none=True)
         t, x_t, x_tp1 = self._pair(x0)
         r1 = r1 and self.r1_gamma > 0
-        x_t.requires_grad_(r1)
-        # Real pass: local gradients only; the fake pass below synchronises the sum.
+        if not r1:
+            return self._d_step_joint(t, x_t, x_tp1)
+        x_t.requires_grad_(True)
+        # Real pass, eager (double backward) with local gradients only; the fake pass below synchronises the sum.
         with autocast(self.device, self.precision):
-            d_real = (nets.D if r1 else nets.D_fast)(x_t, t, x_tp1).float().view(-1)
+            d_real = nets.D(x_t, t, x_tp1).float().view(-1)
         loss_real = F.softplus(-d_real).mean()
-        if r1:
-            (grad,) = torch.autograd.grad(d_real.sum(), x_t, create_graph=True)
-            penalty = self.r1_gamma / 2 * grad.square().flatten(1).sum(1).mean()
-            (loss_real + penalty).backward()
-        else:
-            penalty = torch.zeros((), device=self.device)
-            loss_real.backward()
+        (grad,) = torch.autograd.grad(d_real.sum(), x_t, create_graph=True)
+        penalty = self.r1_gamma / 2 * grad.square().flatten(1).sum(1).mean()
+        (loss_real + penalty).backward()
         with torch.no_grad():
             _, x_pos = self._fake(nets.G_fast, x_tp1, t)
         with autocast(self.device, self.precision):
@@ -102,6 +103,20 @@ class TrainStep:
         loss_fake.backward()
         self.opt_d.step()
         return {"d_real": loss_real.detach(), "d_fake": loss_fake.detach(), "r1": penalty.detach()}
+
+    def _d_step_joint(self, t: torch.Tensor, x_t: torch.Tensor, x_tp1: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The D step without R1: real and fake pairs in one pass (the same randomness, in the same order)."""
+        nets = self.nets
+        with torch.no_grad():
+            _, x_pos = self._fake(nets.G_fast, x_tp1, t)
+        with autocast(self.device, self.precision):
+            both = nets.D_sync(torch.cat([x_t, x_pos]), t.repeat(2), x_tp1.repeat(2, 1, 1, 1), segments=2)
+        d_real, d_fake = both.float().view(-1).chunk(2)
+        loss_real, loss_fake = F.softplus(-d_real).mean(), F.softplus(d_fake).mean()
+        (loss_real + loss_fake).backward()
+        self.opt_d.step()
+        zero = torch.zeros((), device=self.device)
+        return {"d_real": loss_real.detach(), "d_fake": loss_fake.detach(), "r1": zero}
 
     def g_step(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
         """Update G against the current D. Returns detached losses."""
