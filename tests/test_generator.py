@@ -193,3 +193,20 @@ def test_generator_is_a_module_with_plain_state_dict():
     assert isinstance(G, Generator)
     assert all(k.startswith("net.") for k in G.state_dict())
     assert "net.time_embed.features.freqs" not in G.state_dict()  # constant table, not saved
+
+
+def test_bf16_autocast_keeps_block_activations_in_bf16():
+    """Under autocast the AdaGN scale/shift and the time bias follow the activations: a ResnetBlock fed bf16
+    returns bf16 (fp32 conditioning would promote every feature map to fp32 and cost a cast per convolution)."""
+    torch.manual_seed(0)
+    block = ResnetBlock(16, 32, temb_dim=8, zemb_dim=4)
+    x, temb, zemb = torch.randn(2, 16, 8, 8), torch.randn(2, 8), torch.randn(2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert block.norm_in(x.bfloat16(), zemb).dtype == torch.bfloat16  # scale and shift did not promote it
+        out = block(x.bfloat16(), temb, zemb)
+        out.float().square().mean().backward()
+    assert out.dtype == torch.bfloat16
+    assert block.temb_proj.weight.grad.dtype == torch.float32 and block.norm_in.style.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        ref = block(x, temb, zemb)
+    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
