@@ -4,12 +4,11 @@
 every call. At batch 1 that reorder costs more than the arithmetic: on a 2-core AVX512-BF16 CPU a bf16
 [1, 256, 4, 4] 3x3 convolution took 123 us through `F.conv2d` and 39 us with the weight packed once (the
 same numbers, bit for bit); [1, 256, 8, 8]: 171 against 88 us. Whole samplers gain less as the batch grows
-(cifar10: 1.17x at batch 1, 1.07x at 4; at 8, 1.02x alone and 0.91x for cifar10 and celeba_256 in the side-by-side
-runs, 0.95-1.02x for stl10) and lose above (0.9-0.95x for cifar10 at 16-100), so only batches up to `MAX_BATCH`
-take the packed path. PyTorch's
-inductor packs weights the same way when it freezes a model; `PackedConv2d` does it in eager mode, per
-input shape, with PyTorch's own oneDNN operators. It serves only inference on the CPU: with autograd on,
-on other devices, or where PyTorch lacks those operators it is a plain `nn.Conv2d`.
+(cifar10: 1.17x at batch 1, 1.07x at 4; at 8, 1.02x alone, and without packing the side-by-side runs were 0.91x
+for cifar10 and celeba_256) and lose above (0.9-0.95x for cifar10 at 16-100), so only batches up to `MAX_BATCH`
+take the packed path. PyTorch's inductor packs weights the same way when it freezes a model; `PackedConv2d` does
+it in eager mode, per input shape, with PyTorch's own oneDNN operators. It serves only inference on the CPU:
+with autograd on, on other devices, or where PyTorch lacks those operators it is a plain `nn.Conv2d`.
 """
 
 from __future__ import annotations
@@ -41,7 +40,10 @@ class _PackCache(collections.OrderedDict):
 
 
 class PackedConv2d(nn.Conv2d):
-    """`nn.Conv2d` whose CPU inference packs its weight once per input shape (see the module docstring)."""
+    """`nn.Conv2d` whose CPU inference packs its weight once per input shape (see the module docstring).
+
+    Made from an `nn.Conv2d` by `pack_convolutions`, which gives it its (empty) cache.
+    """
 
     _unpackable = False
 
@@ -50,7 +52,7 @@ class PackedConv2d(nn.Conv2d):
         if plain or x.shape[0] > MAX_BATCH or self._unpackable:
             return super().forward(x)
         key = (tuple(x.shape), x.is_contiguous(), self.weight.data_ptr(), self.weight._version)
-        cache = self.__dict__.setdefault("_packed", _PackCache())
+        cache = self._packed
         packed = cache.get(key)
         if packed is None:
             try:
@@ -85,5 +87,6 @@ def pack_convolutions(module: nn.Module) -> int:
     for m in module.modules():
         if type(m) is nn.Conv2d and m.padding_mode == "zeros" and isinstance(m.padding, tuple):
             m.__class__ = PackedConv2d
+            m._packed = _PackCache()
             count += 1
     return count
