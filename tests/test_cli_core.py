@@ -101,6 +101,15 @@ def test_sample_folder_grid_and_authors_checkpoint(converted, tmp_path, capsys):
     assert code == 2 and "disagrees" in err
 
 
+def test_sample_to_a_non_png_image_name_is_refused_not_made_a_folder(converted, tmp_path, capsys):
+    jpg = tmp_path / "grid.jpg"
+    code, _, err = run_cli(capsys, "sample", converted, "--n", 2, "--out", jpg)
+    assert code == 2 and "use GRID.png" in err and not jpg.exists()
+    folder = f"{tmp_path / 'pics.jpg'}/"  # a trailing slash says "folder"
+    assert run_cli(capsys, "sample", converted, "--n", 1, "--out", folder)[0] == 0
+    assert [p.name for p in (tmp_path / "pics.jpg").iterdir()] == ["seed000000.png"]
+
+
 def test_bench_runs_the_paper_protocol_with_few_runs(converted, capsys):
     code, out, _ = run_cli(capsys, "bench", converted, "--runs", 2, "--warmup", 1, "--batch", 4, "--precision", "fp32")
     assert code == 0 and "batch 4, fp32, device cpu" in out and "time/batch" in out

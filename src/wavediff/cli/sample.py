@@ -6,6 +6,8 @@ import os
 
 from .fastopts import add_fast_arguments, describe, fast_from_args
 
+OTHER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
 
 def add_arguments(p):
     p.add_argument("checkpoint", help="our .safetensors checkpoint, or the authors' .pth with --preset/--official-args")
@@ -45,6 +47,13 @@ def run(args) -> int:
     out = args.out
     grid = out.lower().endswith(".png")
     npz = out.lower().endswith(".npz")
+    suffix = os.path.splitext(out)[1].lower()  # "pics.jpg/" (a trailing slash) still means a folder
+    if suffix in OTHER_IMAGE_SUFFIXES and not os.path.isdir(out):
+        # Without this check `--out grid.jpg` would quietly become a folder of PNGs named grid.jpg.
+        raise ConfigError(
+            f"--out {out}: grids are written as PNG (lossless); use GRID.png, FILE.npz or a folder for one PNG "
+            "per sample"
+        )
     rank, world, device = split_for_this_process(args.device)
     if world > 1 and (grid or npz):
         raise ConfigError("with several processes write to a folder (--out DIR), not one file")
