@@ -6,8 +6,6 @@ import os
 
 from .fastopts import add_fast_arguments, describe, fast_from_args
 
-OTHER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-
 
 def add_arguments(p):
     p.add_argument("checkpoint", help="our .safetensors checkpoint, or the authors' .pth with --preset/--official-args")
@@ -27,6 +25,7 @@ def run(args) -> int:
 
     from ..checkpoints.convert import load_any_generator
     from ..checkpoints.io import atomic_write
+    from ..data.folder import IMAGE_EXTENSIONS
     from ..errors import ConfigError
     from ..outputs import check_writable
     from ..sampling import generate, parse_seeds
@@ -48,7 +47,7 @@ def run(args) -> int:
     grid = out.lower().endswith(".png")
     npz = out.lower().endswith(".npz")
     suffix = os.path.splitext(out)[1].lower()  # "pics.jpg/" (a trailing slash) still means a folder
-    if suffix in OTHER_IMAGE_SUFFIXES and not os.path.isdir(out):
+    if suffix in IMAGE_EXTENSIONS - {".png"} and not os.path.isdir(out):
         # Without this check `--out grid.jpg` would quietly become a folder of PNGs named grid.jpg.
         raise ConfigError(
             f"--out {out}: grids are written as PNG (lossless); use GRID.png, FILE.npz or a folder for one PNG "
