@@ -65,6 +65,10 @@ def test_overrides_coerce_types_and_reject_unknown_fields():
     )
     assert cfg.train.lr_g == 2e-4 and cfg.generator.ch_mult == (1, 2) and cfg.train.rec_loss is False
     assert cfg.data.path == "/x"
+    # a list field whose default is empty takes numbers; t_weights holds floats
+    weighted = get_preset("tiny").override(["train.t_weights=1,2.5,2,0"])
+    assert weighted.train.t_weights == (1.0, 2.5, 2.0, 0.0) and all(type(w) is float for w in weighted.train.t_weights)
+    assert type(weighted).from_dict(weighted.to_dict()) == weighted
     with pytest.raises(ConfigError, match="unknown config field 'train.lr'"):
         get_preset("tiny").override(["train.lr=1"])
     with pytest.raises(ConfigError, match="unknown config section"):

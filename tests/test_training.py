@@ -104,6 +104,30 @@ def test_step_matches_the_authors_formulation(r1):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6 if r1 else 1e-5, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_t_weights_set_how_often_each_step_is_trained():
+    cfg = get_preset("tiny")  # T = 4
+    G, D = build_generator(cfg.generator), build_discriminator(cfg.discriminator)
+    x0 = torch.zeros(64, 12, 16, 16)
+
+    def draws(weights):
+        cfg.train.t_weights = weights
+        step = TrainStep(
+            Nets(G, D, G, D, G, D),
+            None,
+            None,
+            VPDiffusion(cfg.diffusion),
+            cfg,
+            torch.Generator().manual_seed(0),
+            torch.device("cpu"),
+        )
+        return torch.cat([step._pair(x0)[0] for _ in range(50)])
+
+    assert set(draws((0.0, 0.0, 1.0, 0.0)).tolist()) == {2}
+    counts = torch.bincount(draws((1.0, 3.0, 0.0, 0.0)), minlength=4).tolist()
+    assert counts[2] == counts[3] == 0 and 2.6 < counts[1] / counts[0] < 3.4  # 3,200 draws: 3:1 within ~3 sd
+    assert set(draws(()).tolist()) == {0, 1, 2, 3}  # empty: the paper's uniform draw
+
+
 def test_ema_follows_the_authors_or_the_rampup():
     model = torch.nn.Linear(2, 2)
     ema = EMA(model, decay=0.9)
@@ -122,6 +146,12 @@ def test_resumable_config_changes():
     a = get_preset("tiny").to_dict()
     b = get_preset("tiny").override(["train.steps=9", "train.checkpoint_every=3", "train.lr_g=1e-3"]).to_dict()
     assert config_differences(a, b) == ["train.lr_g: 0.00016 -> 0.001"]
+    # a run saved before a field existed resumes when the field keeps its default, not when it is set
+    older = copy.deepcopy(a)
+    del older["train"]["t_weights"]
+    assert config_differences(older, a) == []
+    weighted = get_preset("tiny").override(["train.t_weights=1,2,2,1"]).to_dict()
+    assert config_differences(older, weighted) == ["train.t_weights: [] -> [1.0, 2.0, 2.0, 1.0]"]
 
 
 # --- the CLI end to end ----------------------------------------------------------------
@@ -284,7 +314,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, cap
 
 @pytest.mark.parametrize(
     "case",
-    ["existing_run", "other_config", "missing_data", "empty_data", "unknown_preset", "no_preset", "corrupt_state"],
+    [
+        "existing_run",
+        "other_config",
+        "missing_data",
+        "empty_data",
+        "unknown_preset",
+        "no_preset",
+        "corrupt_state",
+        "bad_t_weights",
+    ],
 )
 def test_bad_input_is_one_line(case, images, tmp_path, capsys):
     run = tmp_path / "run"
@@ -299,6 +338,7 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
         "unknown_preset": ["--preset", "cifar11", "--out", str(run)],
         "no_preset": ["--out", str(run)],
         "corrupt_state": base + ["--resume", str(images / "00.png")],
+        "bad_t_weights": base + ["--set", "train.t_weights=1,2,3"],
     }[case]
     rc, _, err = train_cli(capsys, *args)
     expected = {
@@ -309,6 +349,7 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
         "unknown_preset": "unknown preset",
         "no_preset": "pass --preset",
         "corrupt_state": "cannot read training state",
+        "bad_t_weights": r"train.t_weights=1.0,2.0,3.0 must give 4 non-negative weights.*t_weights=1,1,1,1",
     }[case]
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert re.search(expected, err), err

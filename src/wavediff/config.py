@@ -108,6 +108,8 @@ class TrainConfig:
     r1_gamma: float = 0.05
     lazy_reg: int = 1
     rec_loss: bool = True
+    # Relative frequency of each diffusion step t = 0..T-1 in the training pairs (empty = uniform, the paper).
+    t_weights: tuple[float, ...] = ()
     precision: str = "fp32"  # fp32 | bf16
     compile: bool = False
     seed: int = 1024
@@ -202,11 +204,19 @@ def _coerce(text: str, current, key: str):
             return float(text)
         if isinstance(current, (list, tuple)):
             items = [s for s in text.replace(" ", ",").split(",") if s]
-            kind = type(current[0]) if current else int
+            kind = type(current[0]) if current else _number
             return [kind(s) for s in items]
     except ValueError:
         raise ConfigError(f"bad value {text!r} for {key} (expected {type(current).__name__})") from None
     return text
+
+
+def _number(text: str) -> int | float:
+    """An int where the text is one, else a float (items of a list whose default is empty)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _from_dict(cls, d, prefix: str):
@@ -228,6 +238,6 @@ def _from_dict(cls, d, prefix: str):
         if dataclasses.is_dataclass(hint):
             v = _from_dict(hint, v, f"{prefix}{f.name}.")
         elif typing.get_origin(hint) is tuple:
-            v = tuple(v)
+            v = tuple(float(x) for x in v) if typing.get_args(hint)[0] is float else tuple(v)
         kwargs[f.name] = v
     return cls(**kwargs)

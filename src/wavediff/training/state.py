@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..config import ExperimentConfig
+from ..errors import CheckpointError, ConfigError
 
 STATE_FORMAT = "wavediff-train-state"
 STATE_VERSION = 1
@@ -213,9 +214,19 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def _with_defaults(saved: dict) -> dict:
+    try:
+        return ExperimentConfig.from_dict(saved).to_dict()
+    except (ConfigError, TypeError, ValueError):
+        return saved  # unreadable as a config: compared as written, so its odd fields are listed
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """`field: saved -> current` for every field that differs and may not change on resume."""
-    a, b = _flatten(saved), _flatten(current)
+    """`field: saved -> current` for every field that differs and may not change on resume.
+
+    A field the saved config lacks (written before the field existed) counts as its default.
+    """
+    a, b = _flatten(_with_defaults(saved)), _flatten(current)
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
         for k in sorted(set(a) | set(b))

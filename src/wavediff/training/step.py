@@ -1,6 +1,6 @@
 """One DDGAN / WaveDiff training iteration, as the authors' train_wddgan.py performs it.
 
-D step: t ~ U{0..T-1}, (x_t, x_{t+1}) ~ q; real loss softplus(-D(x_t, t, x_{t+1}));
+D step: t ~ U{0..T-1} (or drawn with `train.t_weights`), (x_t, x_{t+1}) ~ q; real loss softplus(-D(x_t, t, x_{t+1}));
 every `lazy_reg` steps the R1 penalty r1_gamma / 2 * E|dD(x_t)/dx_t|^2 (not
 multiplied by lazy_reg, as the authors); fake: x0' = G(x_{t+1}, t, z),
 x_pos ~ q(x_t | x_{t+1}, x0'), loss softplus(D(x_pos, t, x_{t+1})); Adam step on D.
@@ -66,9 +66,14 @@ class TrainStep:
         self.r1_gamma = float(cfg.train.r1_gamma)
         self.rec_loss = bool(cfg.train.rec_loss)
         self.precision = cfg.train.precision
+        weights = cfg.train.t_weights
+        self.t_weights = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
 
     def _pair(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), generator=self.rng, device=self.device)
+        if self.t_weights is None:
+            t = torch.randint(0, self.diffusion.num_timesteps, (x0.shape[0],), generator=self.rng, device=self.device)
+        else:
+            t = torch.multinomial(self.t_weights, x0.shape[0], replacement=True, generator=self.rng)
         x_t, x_tp1 = self.diffusion.q_sample_pairs(x0, t, self.rng)
         return t, x_t, x_tp1
 

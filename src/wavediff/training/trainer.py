@@ -116,6 +116,13 @@ def validate_config(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"{key} must be >= 0 (0: {zero}), got {value}")
     if not 0.0 <= tc.ema_decay < 1.0 or tc.ema_rampup < 0:
         raise ConfigError(f"train.ema_decay must be in [0, 1) and ema_rampup >= 0, got {tc.ema_decay}, {tc.ema_rampup}")
+    if tc.t_weights:
+        T = cfg.diffusion.num_timesteps
+        if len(tc.t_weights) != T or min(tc.t_weights) < 0 or sum(tc.t_weights) <= 0:
+            raise ConfigError(
+                f"train.t_weights={','.join(map(str, tc.t_weights))} must give {T} non-negative weights "
+                f"(one per diffusion step, not all zero); e.g. --set train.t_weights={','.join(['1'] * T)}"
+            )
     check_stddev_batch(tc.batch_size)
 
 
