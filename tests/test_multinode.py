@@ -61,6 +61,32 @@ def _node(rank: int, port: int, images: Path, out: Path, log: Path, *extra: str)
     return _launch(launcher, images, out, log, *extra)
 
 
+def _listening(port: int) -> bool:
+    """Whether a socket on this machine listens on `port` (read from /proc: no probe connection)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def _two_nodes(port: int, images: Path, out: Path, logs: list[Path], *extra: str) -> list[subprocess.Popen]:
+    """Node 0, then node 1 once node 0's agent listens on the rendezvous port, so that node 0 hosts the store
+    (both "nodes" share 127.0.0.1: whichever agent binds the port first would host it, and a test that kills
+    node 1 must not kill the store with it)."""
+    first = _node(0, port, images, out, logs[0], *extra)
+    deadline = time.monotonic() + 60
+    while not _listening(port) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _listening(port), logs[0].with_suffix(".err").read_text()[-3000:]
+    return [first, _node(1, port, images, out, logs[1], *extra)]
+
+
 def _tree(pid: int) -> list[int]:
     """`pid` and all its descendants (torchrun starts its workers in their own sessions)."""
     children: dict[int, list[int]] = {}
@@ -119,7 +145,7 @@ def one_node(images, tmp_path_factory) -> Path:
 def test_two_nodes_give_exactly_one_node_with_two_processes(images, one_node, tmp_path):
     run, port = tmp_path / "run", _free_port()
     logs = [tmp_path / f"node{r}" for r in (0, 1)]
-    _wait_all([_node(r, port, images, run, logs[r]) for r in (0, 1)], logs)
+    _wait_all(_two_nodes(port, images, run, logs), logs)
     last_lines = [(log.with_suffix(".out").read_text().strip().splitlines() or [""])[-1] for log in logs]
     assert str(run / "checkpoints" / "generator_final.safetensors") in last_lines  # printed by rank 0's node
     assert_states_equal(_state(run, STEPS), _state(one_node, STEPS), min_tensors=101)
@@ -129,7 +155,7 @@ def test_two_nodes_give_exactly_one_node_with_two_processes(images, one_node, tm
 def test_a_killed_node_stops_the_other_with_one_line_and_both_resume_exactly(images, one_node, tmp_path):
     run, port = tmp_path / "run", _free_port()
     logs = [tmp_path / f"node{r}" for r in (0, 1)]
-    nodes = [_node(r, port, images, run, logs[r]) for r in (0, 1)]
+    nodes = _two_nodes(port, images, run, logs)
     first = run / "checkpoints" / "state_0000004.pt"
     deadline = time.monotonic() + LIMIT_S
     while not first.exists() and all(n.poll() is None for n in nodes) and time.monotonic() < deadline:
@@ -153,7 +179,7 @@ def test_a_killed_node_stops_the_other_with_one_line_and_both_resume_exactly(ima
 
     port = _free_port()
     logs = [tmp_path / f"resume{r}" for r in (0, 1)]
-    _wait_all([_node(r, port, images, run, logs[r], "--resume", "auto") for r in (0, 1)], logs)
+    _wait_all(_two_nodes(port, images, run, logs, "--resume", "auto"), logs)
     assert_states_equal(_state(run, STEPS), _state(one_node, STEPS), min_tensors=101)
 
 
@@ -165,7 +191,7 @@ def test_an_unresponsive_node_is_given_up_after_dist_timeout(images, tmp_path):
     rendezvous store for longer when the frozen node hosts it; that part is torchrun's.)"""
     run, port = tmp_path / "run", _free_port()
     logs = [tmp_path / f"node{r}" for r in (0, 1)]
-    nodes = [_node(r, port, images, run, logs[r], "--dist-timeout", "5") for r in (0, 1)]
+    nodes = _two_nodes(port, images, run, logs, "--dist-timeout", "5")
     first = run / "checkpoints" / "state_0000002.pt"
     deadline = time.monotonic() + LIMIT_S
     while not first.exists() and all(n.poll() is None for n in nodes) and time.monotonic() < deadline:
