@@ -104,6 +104,12 @@ def test_step_matches_the_authors_formulation(r1):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6 if r1 else 1e-5, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def _train_step(cfg, G, D, opt_g=None) -> TrainStep:
+    """A TrainStep over one process's G and D, randomness seeded with 0."""
+    nets = Nets(G, D, G, D, G, D)
+    return TrainStep(nets, opt_g, None, VPDiffusion(cfg.diffusion), cfg, torch.Generator().manual_seed(0), "cpu")
+
+
 def test_t_weights_set_how_often_each_step_is_trained():
     cfg = get_preset("tiny")  # T = 4
     G, D = build_generator(cfg.generator), build_discriminator(cfg.discriminator)
@@ -111,21 +117,44 @@ def test_t_weights_set_how_often_each_step_is_trained():
 
     def draws(weights):
         cfg.train.t_weights = weights
-        step = TrainStep(
-            Nets(G, D, G, D, G, D),
-            None,
-            None,
-            VPDiffusion(cfg.diffusion),
-            cfg,
-            torch.Generator().manual_seed(0),
-            torch.device("cpu"),
-        )
+        step = _train_step(cfg, G, D)
         return torch.cat([step._pair(x0)[0] for _ in range(50)])
 
     assert set(draws((0.0, 0.0, 1.0, 0.0)).tolist()) == {2}
     counts = torch.bincount(draws((1.0, 3.0, 0.0, 0.0)), minlength=4).tolist()
     assert counts[2] == counts[3] == 0 and 2.6 < counts[1] / counts[0] < 3.4  # 3,200 draws: 3:1 within ~3 sd
     assert set(draws(()).tolist()) == {0, 1, 2, 3}  # empty: the paper's uniform draw
+
+
+def test_rec_weight_scales_the_l1_term_of_the_generator_loss():
+    cfg = get_preset("tiny")
+    torch.manual_seed(0)
+    G = build_generator(cfg.generator)
+    x0 = torch.rand(8, 12, 16, 16) * 2 - 1
+
+    class LinearCritic(torch.nn.Module):  # a fresh D outputs ~0 everywhere: too little adversarial gradient here
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(0.01 * torch.randn(x0.shape[1:]))
+
+        def forward(self, x_t, t, x_tp1, segments=1):
+            return (x_t * self.w).flatten(1).sum(1, keepdim=True)
+
+    D = LinearCritic()
+
+    def grads(rec_loss, weight):
+        cfg.train.rec_loss, cfg.train.rec_weight = rec_loss, weight
+        frozen = torch.optim.SGD(G.parameters(), lr=0.0)  # keeps G as it is and its gradients readable
+        losses = _train_step(cfg, G, D, frozen).g_step(x0)
+        return torch.cat([p.grad.flatten() for p in G.parameters()]), losses["g_rec"]
+
+    adv, zero = grads(False, 1.0)
+    one, l1 = grads(True, 1.0)
+    three, l1_again = grads(True, 3.0)
+    assert zero == 0 and l1 > 0 and l1_again == l1  # the log keeps the unweighted L1
+    rec = one - adv
+    assert adv.abs().max() > 0.01 * rec.abs().max() and rec.abs().max() > 0.01 * adv.abs().max()
+    torch.testing.assert_close(three, adv + 3 * rec, rtol=1e-4, atol=1e-6)
 
 
 def test_ema_follows_the_authors_or_the_rampup():
@@ -323,6 +352,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, cap
         "no_preset",
         "corrupt_state",
         "bad_t_weights",
+        "bad_rec_weight",
     ],
 )
 def test_bad_input_is_one_line(case, images, tmp_path, capsys):
@@ -339,6 +369,7 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
         "no_preset": ["--out", str(run)],
         "corrupt_state": base + ["--resume", str(images / "00.png")],
         "bad_t_weights": base + ["--set", "train.t_weights=1,2,3"],
+        "bad_rec_weight": base + ["--set", "train.rec_weight=0"],
     }[case]
     rc, _, err = train_cli(capsys, *args)
     expected = {
@@ -350,6 +381,7 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
         "no_preset": "pass --preset",
         "corrupt_state": "cannot read training state",
         "bad_t_weights": r"train.t_weights=1.0,2.0,3.0 must give 4 non-negative weights.*t_weights=1,1,1,1",
+        "bad_rec_weight": r"train.rec_weight=0 must be > 0.*train.rec_loss=false",
     }[case]
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert re.search(expected, err), err

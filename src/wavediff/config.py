@@ -108,6 +108,7 @@ class TrainConfig:
     r1_gamma: float = 0.05
     lazy_reg: int = 1
     rec_loss: bool = True
+    rec_weight: float = 1.0  # weight of the L1 reconstruction loss against the adversarial loss (1 = the authors)
     # Relative frequency of each diffusion step t = 0..T-1 in the training pairs (empty = uniform, the paper).
     t_weights: tuple[float, ...] = ()
     precision: str = "fp32"  # fp32 | bf16

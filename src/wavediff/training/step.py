@@ -5,7 +5,8 @@ every `lazy_reg` steps the R1 penalty r1_gamma / 2 * E|dD(x_t)/dx_t|^2 (not
 multiplied by lazy_reg, as the authors); fake: x0' = G(x_{t+1}, t, z),
 x_pos ~ q(x_t | x_{t+1}, x0'), loss softplus(D(x_pos, t, x_{t+1})); Adam step on D.
 G step: fresh t, pair and z; loss softplus(-D(x_pos, t, x_{t+1})) plus, with
-`rec_loss`, the unweighted L1 between x0' and the real x0; Adam step on G.
+`rec_loss`, the L1 between x0' and the real x0 times `rec_weight` (the authors: 1);
+Adam step on G. The logged reconstruction loss is the unweighted L1.
 
 Equivalent reorganisations (same gradients, less work than the authors'):
 G runs under no_grad in the D step (its weights are frozen there anyway);
@@ -65,6 +66,7 @@ class TrainStep:
         self.nz = cfg.generator.nz
         self.r1_gamma = float(cfg.train.r1_gamma)
         self.rec_loss = bool(cfg.train.rec_loss)
+        self.rec_weight = float(cfg.train.rec_weight)
         self.precision = cfg.train.precision
         weights = cfg.train.t_weights
         self.t_weights = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
@@ -134,7 +136,7 @@ class TrainStep:
             d_out = nets.D_fast(x_pos, t, x_tp1).float().view(-1)
         loss_adv = F.softplus(-d_out).mean()
         loss_rec = F.l1_loss(x0_pred, x0) if self.rec_loss else torch.zeros((), device=self.device)
-        (loss_adv + loss_rec).backward()
+        (loss_adv + self.rec_weight * loss_rec).backward()
         self.opt_g.step()
         nets.D.requires_grad_(True)
         return {"g_adv": loss_adv.detach(), "g_rec": loss_rec.detach()}

@@ -116,6 +116,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"{key} must be >= 0 (0: {zero}), got {value}")
     if not 0.0 <= tc.ema_decay < 1.0 or tc.ema_rampup < 0:
         raise ConfigError(f"train.ema_decay must be in [0, 1) and ema_rampup >= 0, got {tc.ema_decay}, {tc.ema_rampup}")
+    if tc.rec_weight <= 0:
+        raise ConfigError(
+            f"train.rec_weight={tc.rec_weight:g} must be > 0; to train without the L1 loss set train.rec_loss=false"
+        )
     if tc.t_weights:
         T = cfg.diffusion.num_timesteps
         if len(tc.t_weights) != T or min(tc.t_weights) < 0 or sum(tc.t_weights) <= 0:
