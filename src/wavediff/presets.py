@@ -409,8 +409,8 @@ def _build() -> dict[str, ExperimentConfig]:
     # samples are recognised more often (docs/demo_experiments.md).
     # The L1 reconstruction loss weighted 4x against the adversarial loss (the authors: 1x). D's loss sits at chance,
     # yet its gradient matters: with D frozen, 68.4% of samples were recognised against 77.8% (seed 1, 1,800 steps);
-    # with a lighter adversarial term it helps most (weight 0.5: 70.4%, 2: 82.4%, 4: 84.0%, 8: 83.0%; 3 seeds at
-    # 4: 81.2% +- 2.5% against 77.9% +- 3.7%; docs/demo_experiments.md).
+    # with a lighter adversarial term it helps most (seed 1, weight 0.5: 70.4%, 2: 82.4%, 4: 84.0%, 8: 83.0%; over
+    # 5 seeds, weight 4: 80.6% +- 2.3% against 76.6% +- 3.2% at weight 1; docs/demo_experiments.md).
     # Training pairs drawn mostly from the middle steps (t = 3, 4: the noise levels where a sample's digit is
     # decided), as EDM draws mostly middle noise levels; the paper draws t uniformly. At 1,800 steps, 3 seeds:
     # 77.9% +- 3.7% of samples recognised against 70.4% +- 2.1% uniform; weights shifted toward either end did
