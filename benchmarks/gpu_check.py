@@ -5,14 +5,18 @@ Steps, each with its own time limit inside `--budget` seconds, and the report sa
    equals the CPU reference to 1e-4 in fp32 (TF32 off); fp32 sampling is true fp32 and tf32 is close;
    bf16 finite and close; compiled equals eager; CUDA graphs replay the eager images; a one-process
    NCCL group;
-2. benchmarks/side_by_side.py against the authors' code when --authors-repo is given (cifar10 by
-   default: one preset took over 2 minutes on the first H100 run);
-3. `wavediff bench` at the paper's batch (100): cifar10 in fp32, then the fast path (bf16, CUDA graphs,
-   channels_last) of cifar10, stl10, celeba_256 and lsun, checked against the targets below, then
-   cifar10 with torch.compile as well;
+2. benchmarks/side_by_side.py against the authors' code when --authors-repo is given (cifar10, one round
+   of fresh processes by default: two rounds took 216 s on an H100 machine);
+3. `wavediff bench` at the paper's batch (100): cifar10 in fp32 without CUDA graphs (the plain sampler), then
+   the fast path (bf16, CUDA graphs) of cifar10, stl10, celeba_256 and lsun, checked against the targets
+   below, then cifar10 with torch.compile as well;
 4. last, with the time left (at least 30% of the budget, up to 150 s kept for it): a short bf16 +
    compile training run, then an eager resume. Compiling training took over 2 minutes per process
    on an H100 machine (16 cores), so it cannot go first.
+
+Measured on an H100 machine (2026-11-27): device checks 137 s, side-by-side about 100 s a round, the fast
+benches 9-27 s each, the compiled bench about 2 minutes. So within the default 8 minutes the two compile
+steps get what is left; `--steps` or a larger `--budget` gives them their time.
 
 `--cpu` runs the same steps on the CPU with a small budget (the tiny preset, a few runs, no compile),
 so the test suite catches a broken check without a GPU.
@@ -80,10 +84,10 @@ def benches(opts, env: dict, deadline: float, rows: list[dict], save) -> list[di
         plan = [("tiny", "fp32", ["--precision", "fp32"]), ("tiny", "auto", [])]
         common = ["--batch", "2", "--warmup", "1", "--runs", "2"]
     else:
-        fast = ["--precision", "bf16", "--cuda-graphs", "--channels-last"]
-        # one fp32 baseline (all four were measured on the first H100 run: README, Performance), then the fast
+        fast = ["--precision", "bf16", "--cuda-graphs"]  # NCHW: 1.15-1.4x faster than channels_last on an H100
+        # one fp32 baseline (all four were measured on the first H100 run: docs/gpu_runs.md), then the fast
         # path of every preset, then compile, which takes a minute or two to build
-        plan = [("cifar10", "fp32", ["--precision", "fp32"])] if "cifar10" in opts.presets else []
+        plan = [("cifar10", "fp32", ["--precision", "fp32", "--no-cuda-graphs"])] if "cifar10" in opts.presets else []
         plan += [(preset, "fast", fast) for preset in opts.presets]
         plan.append(("cifar10", "fast+compile", fast + ["--compile"]))
         common = ["--warmup", str(opts.warmup), "--runs", str(opts.runs)]
@@ -124,7 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--authors-repo", help="also run benchmarks/side_by_side.py against this checkout")
     ap.add_argument("--presets", nargs="+", default=list(TARGETS_S))
     ap.add_argument("--side-presets", nargs="+", default=["cifar10"], help="presets for the side-by-side")
-    ap.add_argument("--side-rounds", type=int, default=2, help="pairs of fresh processes in the side-by-side")
+    ap.add_argument("--side-rounds", type=int, default=1, help="pairs of fresh processes in the side-by-side")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per bench (the paper: 300)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="which steps to run (default all)")
@@ -171,14 +175,14 @@ def main(argv=None) -> int:
         save()
 
     if "tests" in opts.steps:
-        tests("checks", min(deadline - train_reserve - time.perf_counter(), budget * 0.25))
+        tests("checks", min(deadline - train_reserve - time.perf_counter(), budget * 0.33))
     if side:  # before the benches: the comparison with the authors' code is what a first GPU run most lacks
         out = Path(opts.workdir) / "side_by_side.json"
         cmd = [sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--authors-repo", opts.authors_repo]
         cmd += ["--device", opts.device, "--rounds", str(opts.side_rounds), "--presets", *opts.side_presets]
         cmd += ["--json", str(out)]
         left = deadline - train_reserve - time.perf_counter()
-        report["side_by_side"] = _run(cmd, env, left * (0.55 if "bench" in opts.steps else 1.0))
+        report["side_by_side"] = _run(cmd, env, left * (0.6 if "bench" in opts.steps else 1.0))
         print(report["side_by_side"]["tail"])
         if out.exists():
             report["side_by_side"]["result"] = json.loads(out.read_text())

@@ -98,3 +98,33 @@ def test_channels_last_is_opt_in_and_leaves_the_model_alone(tiny):
 def _nhwc(module) -> bool:
     convs = [p for p in module.parameters() if p.dim() == 4 and p.shape[-1] > 1]
     return all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs)
+
+
+def test_cuda_graphs_are_on_by_default_for_cuda_devices_only(tiny):
+    from wavediff.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--preset", "tiny"])
+    assert args.cuda_graphs is None  # the CLI default: decided by the device
+    assert build_parser().parse_args(["bench", "--preset", "tiny", "--no-cuda-graphs"]).cuda_graphs is False
+    auto = FastPath(precision="fp32", cuda_graphs=None)
+    assert auto.graphs_on("cuda") and not auto.graphs_on("cpu") and not FastPath().graphs_on("cuda")
+    assert auto.describe("cpu") == "fp32" and auto.describe("cuda:0") == "fp32, cuda_graphs"
+    G, cfg = tiny
+    assert SamplerRunner(G, cfg, "cpu", auto).cuda_graphs is False  # eager on the CPU, no error
+
+
+def test_a_failed_cuda_graph_capture_names_the_flag_that_avoids_it(tiny, monkeypatch):
+    G, cfg = tiny
+    runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32"))
+    runner.cuda_graphs = True  # what a CUDA device gets; the capture itself fails here, as it might on a GPU
+
+    def fail(*example):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(runner, "_capture", fail)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^CUDA graph capture failed \(operation not permitted when stream is "
+        r"capturing\); rerun with --no-cuda-graphs$",
+    ):
+        runner.sample(range(2))

@@ -25,16 +25,17 @@ def add_fast_arguments(p, precision_default: str = "auto") -> None:
     )
     p.add_argument(
         "--cuda-graphs",
-        action="store_true",
-        help="CUDA only: capture the T steps of each batch size in a CUDA graph and replay it (same images, "
-        "no launch overhead)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="capture the T steps of each batch size in a CUDA graph and replay it: the same images without the "
+        "launch overhead (default: on for CUDA devices, 4x faster for cifar10 at batch 100 on an H100; CUDA only)",
     )
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="NHWC weights and activations (default: off; on the CPU, with packed bf16 convolutions, NCHW was as "
-        "fast at batch 1 and faster at batch 8)",
+        help="NHWC weights and activations (default: off; NCHW was faster on an H100, 1.15-1.4x, and as fast or "
+        "faster on a CPU with packed bf16 convolutions)",
     )
 
 
