@@ -230,16 +230,18 @@ class SamplerRunner:
         return output.clone()  # the next replay overwrites the graph's output buffer
 
     def _capture(self, *example: torch.Tensor) -> tuple:
-        inputs = [t.clone() for t in example]
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):  # compile, cuDNN autotuning and allocator warm-up happen outside the graph
-                self._steps(*inputs)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            output = self._steps(*inputs)
+        # on self.device also when another GPU is the current one (torch.cuda.graph captures on the current device)
+        with torch.cuda.device(self.device):
+            inputs = [t.clone() for t in example]
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(3):  # compile, cuDNN autotuning and allocator warm-up happen outside the graph
+                    self._steps(*inputs)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                output = self._steps(*inputs)
         return graph, inputs, output
 
     def draw(self, seeds) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
