@@ -365,6 +365,11 @@ def compare(opts) -> dict:
     report["settings"]["authors_repo"] = str(opts.authors_repo)
     print(f"machine: {report['machine']}; torch {torch.__version__}; device {opts.device}; {opts.threads} threads")
     print(f"{opts.rounds} rounds of fresh processes (order alternating), median of medians; ratio > 1: ours faster")
+
+    def save() -> None:  # after every worker and preset: a run cut short keeps what it measured
+        if opts.json:
+            Path(opts.json).write_text(json.dumps(report, indent=1))
+
     for preset in opts.presets:
         with tempfile.TemporaryDirectory() as workdir:
             _run(opts, "init", preset, workdir, "authors")
@@ -377,12 +382,10 @@ def compare(opts) -> dict:
             for r in range(opts.rounds):
                 for code in ("authors", "ours") if r % 2 == 0 else ("ours", "authors"):
                     rounds[code].append(_run(opts, "time", preset, workdir, code))
-                    if opts.json:  # the raw rounds so far: a run cut short keeps them
-                        report["presets"][preset] = {"check": check, "partial_rounds": rounds}
-                        Path(opts.json).write_text(json.dumps(report, indent=1))
+                    report["presets"][preset] = {"check": check, "partial_rounds": rounds}
+                    save()
         report["presets"][preset] = _summarise(preset, check, rounds)
-        if opts.json:  # after every preset, so a run cut short keeps what it measured
-            Path(opts.json).write_text(json.dumps(report, indent=1))
+        save()
     if opts.json:
         print(f"\nwrote {opts.json}")
     return report

@@ -221,7 +221,8 @@ class SamplerRunner:
             try:
                 self._graphs[key] = self._capture(x_T, zs, noises)
             except RuntimeError as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                text = str(e).strip()
+                first = text.splitlines()[0] if text else type(e).__name__
                 raise RuntimeError(f"CUDA graph capture failed ({first}); rerun with --no-cuda-graphs") from e
         graph, inputs, output = self._graphs[key]
         for buffer, value in zip(inputs, (x_T, zs, noises)):
