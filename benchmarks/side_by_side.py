@@ -173,6 +173,7 @@ def worker_time(opts) -> dict:
 def _time_ours(opts, device, seconds) -> dict:
     from wavediff.diffusion import VPDiffusion
     from wavediff.fastpath import FastPath, resolve_precision
+    from wavediff.runtime import configure_training_device
     from wavediff.timing import sampler_pass
     from wavediff.training.ema import EMA
     from wavediff.training.step import Nets, TrainStep
@@ -195,6 +196,7 @@ def _time_ours(opts, device, seconds) -> dict:
             out["sample"][f"fast/{b}"] = _median(sampler_pass(G, cfg, b, device, fast), seconds, opts.warmup, opts.reps)
     if not opts.train_batches:
         return out
+    configure_training_device(device)  # as `wavediff train` does (cuDNN autotuning on CUDA)
     G.train().requires_grad_(True)
     D.train()
     tc = cfg.train
@@ -202,13 +204,19 @@ def _time_ours(opts, device, seconds) -> dict:
     opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, **adam)
     opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, **adam)
     rng = torch.Generator(device).manual_seed(0)
-    step = TrainStep(Nets(G, D, G, D, G, D), opt_g, opt_d, VPDiffusion(cfg.diffusion, device), cfg, rng, device)
+    diffusion = VPDiffusion(cfg.diffusion, device)
     ema = EMA(G, tc.ema_decay)
-    # fp32 (the authors' arithmetic) and, where bf16 is native, `wavediff train --precision bf16` (autocast)
-    out["train_precisions"] = list(dict.fromkeys(("fp32", auto)))
+    # fp32 (the authors' arithmetic) and, where bf16 is native, `wavediff train --precision bf16` (autocast);
+    # with --train-compile also fp32 with `train.compile=true` (the R1 pass stays eager, as in the trainer)
+    variants = {p: (p, Nets(G, D, G, D, G, D)) for p in dict.fromkeys(("fp32", auto))}
+    if opts.train_compile:
+        Gc, Dc = torch.compile(G), torch.compile(D)
+        variants["compile"] = ("fp32", Nets(G, D, Gc, Dc, Gc, Dc))
+    out["train_precisions"] = list(variants)
     for b in opts.train_batches:
         images = torch.rand(b, 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1
-        for precision in out["train_precisions"]:
+        for name, (precision, nets) in variants.items():
+            step = TrainStep(nets, opt_g, opt_d, diffusion, cfg, rng, device)
             step.precision = precision
             for r1 in (True, False):
 
@@ -218,7 +226,11 @@ def _time_ours(opts, device, seconds) -> dict:
                     step.g_step(x0)
                     ema.update(G, b, b)
 
-                key = f"{precision}/{'r1' if r1 else 'no_r1'}/{b}"
+                key = f"{name}/{'r1' if r1 else 'no_r1'}/{b}"
+                if name == "compile":  # the first iteration compiles; its time is reported apart
+                    t0 = time.perf_counter()
+                    iteration()
+                    out["train"][f"first/{key}"] = time.perf_counter() - t0
                 out["train"][key] = _median(iteration, seconds, 1, opts.reps)
     return out
 
@@ -337,6 +349,8 @@ def _run(opts, worker: str, preset: str, workdir: str, code: str = "ours") -> di
     cmd += ["--train-batches", *map(str, opts.train_batches)]  # also when empty: the worker's default is not []
     if opts.authors_cuda_ops:
         cmd.append("--authors-cuda-ops")
+    if opts.train_compile:
+        cmd.append("--train-compile")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(opts, code))
     print(f"  [{worker} worker, {code}, {preset}: {time.perf_counter() - t0:.0f} s]", flush=True)
@@ -436,6 +450,10 @@ def _summarise(preset: str, check: dict, rounds: dict) -> dict:
         if auto != "fp32" and f"{auto}/{key}" in rounds["ours"][0]["train"]:
             rows["train"][key][f"ours_{auto}"] = low = med("ours", "train", f"{auto}/{key}")
             line += f"{low:>11.4f}{theirs / low:>6.2f}x   (train --precision {auto}: autocast, fp32 weights)"
+        if f"compile/{key}" in rounds["ours"][0]["train"]:
+            rows["train"][key]["ours_compile"] = c = med("ours", "train", f"compile/{key}")
+            rows["train"][key]["ours_compile_first_s"] = first = med("ours", "train", f"first/compile/{key}")
+            line += f"   train.compile=true: {c:.4f} s, {theirs / c:.2f}x (first iteration {first:.0f} s)"
         print(line)
     return rows
 
@@ -446,6 +464,9 @@ def main(argv=None) -> None:
     ap.add_argument("--presets", nargs="+", default=["cifar10", "stl10", "celeba_256"])
     ap.add_argument("--batches", nargs="+", type=int, help="sampling batches (CPU: 1 8; GPU: 1 8 100)")
     ap.add_argument("--train-batches", nargs="*", type=int, help="training batches (CPU: 8; GPU: 32)")
+    ap.add_argument(
+        "--train-compile", action="store_true", help="also time our training iteration with train.compile=true"
+    )
     ap.add_argument("--rounds", type=int, default=5, help="pairs of fresh processes (>= 5 for the README)")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions in each process")
     ap.add_argument("--warmup", type=int, default=1)

@@ -171,6 +171,16 @@ def test_ema_follows_the_authors_or_the_rampup():
     assert ramp.beta(10**9, 8) == 0.999
 
 
+def test_training_turns_on_cudnn_autotuning_only_on_cuda(monkeypatch):
+    from wavediff.runtime import configure_training_device
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    configure_training_device(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    configure_training_device("cuda:0")  # only sets the flag: no GPU needed
+    assert torch.backends.cudnn.benchmark is True
+
+
 def test_resumable_config_changes():
     a = get_preset("tiny").to_dict()
     b = get_preset("tiny").override(["train.steps=9", "train.checkpoint_every=3", "train.lr_g=1e-3"]).to_dict()

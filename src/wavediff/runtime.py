@@ -31,3 +31,14 @@ def configure_torch() -> None:
     import torch
 
     torch.set_flush_denormal(True)
+
+
+def configure_training_device(device) -> None:
+    """On CUDA, let cuDNN autotune its convolution algorithms: a training run repeats the same shapes (fixed batch,
+    `drop_last`), so the first iteration's search pays for itself, as in EDM's training loop. The authors' code leaves
+    it off. Elsewhere nothing. Like TF32, this may pick non-deterministic kernels; CUDA training is not bitwise
+    reproducible either way (convolution backward uses atomics)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True

@@ -40,7 +40,7 @@ from ..diffusion import VPDiffusion
 from ..errors import ConfigError, Interrupted, OutputError, WaveDiffError
 from ..models.discriminator import build_discriminator, check_stddev_batch
 from ..models.generator import build_generator
-from ..runtime import configure_torch
+from ..runtime import configure_torch, configure_training_device
 from ..sampling import sample, to_uint8
 from ..wavelets import image_to_wavelet
 from .distributed import DistContext, PeerLost, first_line, init_distributed, is_peer_failure
@@ -138,6 +138,7 @@ class Trainer:
         self.cfg, self.run_dir, self.ctx = cfg, run_dir, ctx
         self.unreadable_states: list[tuple[Path, str]] = []
         self.device = ctx.device
+        configure_training_device(self.device)
         tc = cfg.train
         state = self._resume_state(resume)
         self.step = state["step"] if state else 0
