@@ -18,6 +18,10 @@ Measured on an H100 machine (2026-11-27): device checks 137 s, side-by-side abou
 benches 9-27 s each, the compiled bench about 2 minutes. So within the default 8 minutes the two compile
 steps get what is left; `--steps` or a larger `--budget` gives them their time.
 
+`--steps compile` (not in the default run: a second call on the same machine) benches every preset's
+sampler compiled (the batch-100 targets need the fusion), and with --authors-repo times our training
+iteration eager and compiled (`train.compile=true`) against theirs at --train-batches (one round).
+
 `--cpu` runs the same steps on the CPU with a small budget (the tiny preset, a few runs, no compile),
 so the test suite catches a broken check without a GPU.
 """
@@ -37,7 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # seconds per batch of 100 on one H100 (issue 9): the fast path must reach these
 TARGETS_S = {"cifar10": 0.008, "stl10": 0.030, "celeba_256": 0.060, "lsun": 0.120}
-STEPS = ("tests", "bench", "side")
+STEPS = ("tests", "bench", "side", "compile")
+DEFAULT_STEPS = ("tests", "bench", "side")  # "compile" is a separate call: it needs the budget to itself
 
 
 def _env(device: str, quick: bool) -> dict:
@@ -79,18 +84,27 @@ def device_tests(opts, env: dict, timeout: float, part: str) -> dict:
     return result
 
 
-def benches(opts, env: dict, deadline: float, rows: list[dict], save) -> list[dict]:
+def bench_plan(opts, step: str) -> tuple[list[tuple[str, str, list[str]]], list[str]]:
+    """The `wavediff bench` runs of a step ("bench" or "compile"): (preset, setting, flags) rows and common flags."""
     if opts.cpu:
-        plan = [("tiny", "fp32", ["--precision", "fp32"]), ("tiny", "auto", [])]
         common = ["--batch", "2", "--warmup", "1", "--runs", "2"]
-    else:
-        fast = ["--precision", "bf16", "--cuda-graphs"]  # NCHW: 1.15-1.4x faster than channels_last on an H100
-        # one fp32 baseline (all four were measured on the first H100 run: docs/gpu_runs.md), then the fast
-        # path of every preset, then compile, which takes a minute or two to build
-        plan = [("cifar10", "fp32", ["--precision", "fp32", "--no-cuda-graphs"])] if "cifar10" in opts.presets else []
-        plan += [(preset, "fast", fast) for preset in opts.presets]
-        plan.append(("cifar10", "fast+compile", fast + ["--compile"]))
-        common = ["--warmup", str(opts.warmup), "--runs", str(opts.runs)]
+        if step == "compile":
+            return [("tiny", "fp32+compile", ["--precision", "fp32", "--compile"])], common
+        return [("tiny", "fp32", ["--precision", "fp32"]), ("tiny", "auto", [])], common
+    common = ["--warmup", str(opts.warmup), "--runs", str(opts.runs)]
+    fast = ["--precision", "bf16", "--cuda-graphs"]  # NCHW: 1.15-1.4x faster than channels_last on an H100
+    if step == "compile":  # every preset compiled (a minute or two each on an H100 machine): the targets need it
+        return [(preset, "fast+compile", fast + ["--compile"]) for preset in opts.presets], common
+    # one fp32 baseline (all four were measured on the first H100 run: docs/gpu_runs.md), then the fast
+    # path of every preset, then cifar10 compiled
+    plan = [("cifar10", "fp32", ["--precision", "fp32", "--no-cuda-graphs"])] if "cifar10" in opts.presets else []
+    plan += [(preset, "fast", fast) for preset in opts.presets]
+    plan.append(("cifar10", "fast+compile", fast + ["--compile"]))
+    return plan, common
+
+
+def benches(opts, env: dict, deadline: float, rows: list[dict], save, step: str = "bench") -> list[dict]:
+    plan, common = bench_plan(opts, step)
     for preset, setting, flags in plan:
         if deadline - time.perf_counter() < 5:
             rows.append({"preset": preset, "setting": setting, "rc": "skipped: out of budget"})
@@ -129,9 +143,17 @@ def main(argv=None) -> int:
     ap.add_argument("--presets", nargs="+", default=list(TARGETS_S))
     ap.add_argument("--side-presets", nargs="+", default=["cifar10"], help="presets for the side-by-side")
     ap.add_argument("--side-rounds", type=int, default=1, help="pairs of fresh processes in the side-by-side")
+    ap.add_argument("--train-batches", nargs="+", type=int, default=[32], help="training batches of the compile step")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per bench (the paper: 300)")
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="which steps to run (default all)")
+    ap.add_argument(
+        "--steps",
+        nargs="+",
+        choices=STEPS,
+        default=list(DEFAULT_STEPS),
+        help="which steps to run (default: tests bench side; 'compile' alone: every preset's sampler compiled, and "
+        "with --authors-repo our compiled training against theirs)",
+    )
     opts = ap.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up as it happens, also through a pipe
     import torch
@@ -190,12 +212,26 @@ def main(argv=None) -> int:
     if "bench" in opts.steps:
         report["bench"] = []
         benches(opts, env, deadline - train_reserve, report["bench"], save)
+    if "compile" in opts.steps:
+        report["compile"] = []
+        benches(opts, env, deadline - train_reserve, report["compile"], save, "compile")
+        if opts.authors_repo:  # training: ours eager and compiled against theirs, one round, no sampling
+            out = Path(opts.workdir) / "side_by_side_train_compile.json"
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--authors-repo", opts.authors_repo]
+            cmd += ["--device", opts.device, "--rounds", "1", "--presets", *opts.side_presets, "--batches", "1"]
+            cmd += ["--train-batches", *map(str, opts.train_batches), "--train-compile", "--json", str(out)]
+            report["side_by_side_train_compile"] = r = _run(cmd, env, deadline - train_reserve - time.perf_counter())
+            print(r["tail"])
+            if out.exists():
+                r["result"] = json.loads(out.read_text())
+            save()
     if "tests" in opts.steps:
         tests("training", deadline - time.perf_counter())
     parts = [report[k] for k in ("tests_checks", "tests_training") if k in report]
     tests_ok = all(r["failed"] == 0 and r["passed"] > 0 and r["rc"] == 0 for r in parts)
-    bench_ok = all("result" in row for row in report.get("bench", []))
-    ok = tests_ok and bench_ok and report.get("side_by_side", {}).get("rc", 0) == 0
+    bench_ok = all("result" in row for row in report.get("bench", []) + report.get("compile", []))
+    sides = [report.get(k, {}).get("rc", 0) for k in ("side_by_side", "side_by_side_train_compile")]
+    ok = tests_ok and bench_ok and all(rc == 0 for rc in sides)
     report["ok"] = ok
     save()
     print(f"[gpu_check] {'ok' if ok else 'FAILED'} in {report['seconds']} s; report: {opts.out}")

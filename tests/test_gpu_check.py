@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -62,3 +63,16 @@ def test_side_by_side_needs_the_authors_checkout(tmp_path):
     )
     assert proc.returncode == 1 and "not a checkout of the authors' WaveDiff" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_check_compile_step_plans_every_preset_compiled():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    opts = SimpleNamespace(cpu=False, presets=["cifar10", "stl10"], warmup=5, runs=30)
+    plan, common = gpu_check.bench_plan(opts, "compile")
+    assert [(p, s) for p, s, _ in plan] == [("cifar10", "fast+compile"), ("stl10", "fast+compile")]
+    assert all("--compile" in flags and "--cuda-graphs" in flags for _, _, flags in plan)
+    default, _ = gpu_check.bench_plan(opts, "bench")
+    assert [s for _, s, _ in default] == ["fp32", "fast", "fast", "fast+compile"]
+    assert "compile" not in gpu_check.DEFAULT_STEPS
