@@ -96,8 +96,9 @@ class _UpFirDn1d(torch.autograd.Function):
     """`_upfirdn1d` with its adjoint as the backward pass: the gradient of upfirdn(up=u, down=d, pad) is an
     upfirdn(up=d, down=u) of the gradient with the reversed kernel, made of the same shifted slices. Autograd's own
     backward of the slices builds a zero tensor of the input's size per kernel tap and copies into it
-    (`slice_backward`), which cost a digits training step about a tenth of its time. The backward is itself this
-    function, so double backward (R1) works, and its backward is the forward again."""
+    (`slice_backward`): with this backward a digits training step is 1.15x faster on 2 CPU cores (cifar10 batch 8:
+    1.02x). The backward is itself this function, so double backward (R1) works, and its backward is the forward
+    again."""
 
     @staticmethod
     def forward(ctx, x, k, dim, up, down, pad):
