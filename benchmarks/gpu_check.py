@@ -213,18 +213,19 @@ def main(argv=None) -> int:
         report["bench"] = []
         benches(opts, env, deadline - train_reserve, report["bench"], save)
     if "compile" in opts.steps:
-        report["compile"] = []
-        benches(opts, env, deadline - train_reserve, report["compile"], save, "compile")
-        if opts.authors_repo:  # training: ours eager and compiled against theirs, one round, no sampling
+        if opts.authors_repo:  # training first, with at most 45% of what is left: ours eager and compiled vs theirs
             out = Path(opts.workdir) / "side_by_side_train_compile.json"
             cmd = [sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--authors-repo", opts.authors_repo]
             cmd += ["--device", opts.device, "--rounds", "1", "--presets", *opts.side_presets, "--batches", "1"]
             cmd += ["--train-batches", *map(str, opts.train_batches), "--train-compile", "--json", str(out)]
-            report["side_by_side_train_compile"] = r = _run(cmd, env, deadline - train_reserve - time.perf_counter())
+            left = deadline - train_reserve - time.perf_counter()
+            report["side_by_side_train_compile"] = r = _run(cmd, env, 0.45 * left)
             print(r["tail"])
             if out.exists():
                 r["result"] = json.loads(out.read_text())
             save()
+        report["compile"] = []  # then every preset's sampler compiled, in the order given, while time lasts
+        benches(opts, env, deadline - train_reserve, report["compile"], save, "compile")
     if "tests" in opts.steps:
         tests("training", deadline - time.perf_counter())
     parts = [report[k] for k in ("tests_checks", "tests_training") if k in report]
