@@ -198,32 +198,28 @@ def main(argv=None) -> int:
 
     if "tests" in opts.steps:
         tests("checks", min(deadline - train_reserve - time.perf_counter(), budget * 0.33))
-    if side:  # before the benches: the comparison with the authors' code is what a first GPU run most lacks
-        out = Path(opts.workdir) / "side_by_side.json"
+
+    def side_by_side(name: str, rounds: int, share: float, extra: list[str]) -> None:
+        """benchmarks/side_by_side.py into report[name], with `share` of the time left."""
+        out = Path(opts.workdir) / f"{name}.json"
         cmd = [sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--authors-repo", opts.authors_repo]
-        cmd += ["--device", opts.device, "--rounds", str(opts.side_rounds), "--presets", *opts.side_presets]
-        cmd += ["--json", str(out)]
-        left = deadline - train_reserve - time.perf_counter()
-        report["side_by_side"] = _run(cmd, env, left * (0.6 if "bench" in opts.steps else 1.0))
-        print(report["side_by_side"]["tail"])
+        cmd += ["--device", opts.device, "--rounds", str(rounds), "--presets", *opts.side_presets]
+        cmd += [*extra, "--json", str(out)]
+        report[name] = r = _run(cmd, env, share * (deadline - train_reserve - time.perf_counter()))
+        print(r["tail"])
         if out.exists():
-            report["side_by_side"]["result"] = json.loads(out.read_text())
+            r["result"] = json.loads(out.read_text())
         save()
+
+    if side:  # before the benches: the comparison with the authors' code is what a first GPU run most lacks
+        side_by_side("side_by_side", opts.side_rounds, 0.6 if "bench" in opts.steps else 1.0, [])
     if "bench" in opts.steps:
         report["bench"] = []
         benches(opts, env, deadline - train_reserve, report["bench"], save)
     if "compile" in opts.steps:
         if opts.authors_repo:  # training first, with at most 45% of what is left: ours eager and compiled vs theirs
-            out = Path(opts.workdir) / "side_by_side_train_compile.json"
-            cmd = [sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--authors-repo", opts.authors_repo]
-            cmd += ["--device", opts.device, "--rounds", "1", "--presets", *opts.side_presets, "--batches", "1"]
-            cmd += ["--train-batches", *map(str, opts.train_batches), "--train-compile", "--json", str(out)]
-            left = deadline - train_reserve - time.perf_counter()
-            report["side_by_side_train_compile"] = r = _run(cmd, env, 0.45 * left)
-            print(r["tail"])
-            if out.exists():
-                r["result"] = json.loads(out.read_text())
-            save()
+            train = ["--batches", "1", "--train-batches", *map(str, opts.train_batches), "--train-compile"]
+            side_by_side("side_by_side_train_compile", 1, 0.45, train)
         report["compile"] = []  # then every preset's sampler compiled, in the order given, while time lasts
         benches(opts, env, deadline - train_reserve, report["compile"], save, "compile")
     if "tests" in opts.steps:

@@ -206,18 +206,22 @@ def _time_ours(opts, device, seconds) -> dict:
     rng = torch.Generator(device).manual_seed(0)
     diffusion = VPDiffusion(cfg.diffusion, device)
     ema = EMA(G, tc.ema_decay)
+
     # fp32 (the authors' arithmetic) and, where bf16 is native, `wavediff train --precision bf16` (autocast);
     # with --train-compile also fp32 with `train.compile=true` (the R1 pass stays eager, as in the trainer)
-    variants = {p: (p, Nets(G, D, G, D, G, D)) for p in dict.fromkeys(("fp32", auto))}
+    def train_step(nets: Nets, precision: str) -> TrainStep:
+        step = TrainStep(nets, opt_g, opt_d, diffusion, cfg, rng, device)
+        step.precision = precision
+        return step
+
+    steps = {p: train_step(Nets(G, D, G, D, G, D), p) for p in dict.fromkeys(("fp32", auto))}
     if opts.train_compile:
         Gc, Dc = torch.compile(G), torch.compile(D)
-        variants["compile"] = ("fp32", Nets(G, D, Gc, Dc, Gc, Dc))
-    out["train_precisions"] = list(variants)
+        steps["compile"] = train_step(Nets(G, D, Gc, Dc, Gc, Dc), "fp32")
+    out["train_precisions"] = list(steps)
     for b in opts.train_batches:
         images = torch.rand(b, 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1
-        for name, (precision, nets) in variants.items():
-            step = TrainStep(nets, opt_g, opt_d, diffusion, cfg, rng, device)
-            step.precision = precision
+        for name, step in steps.items():
             for r1 in (True, False):
 
                 def iteration():

@@ -133,7 +133,7 @@ def upfirdn2d(
         k = tuple(float(v) for v in kernel)
         if x.device.type == "cpu":
             return _upfirdn1d_autograd(_upfirdn1d_autograd(x, k, 3, up, down, pad), k, 2, up, down, pad)
-        kernel = _outer_on(tuple(k), x.device, x.dtype)
+        kernel = _outer_on(k, x.device, x.dtype)
     b, c, h, w = x.shape
     kh, kw = kernel.shape
     p0, p1 = pad
