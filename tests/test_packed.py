@@ -71,3 +71,26 @@ def test_autograd_and_mismatched_dtypes_take_the_plain_path():
     assert x.grad is not None and not conv.__dict__.get("_packed")
     with torch.no_grad():
         assert conv(x.double().float()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("shape", [(8, 128, 16, 16), (1, 64, 3, 5), (2, 32, 32, 32)])
+def test_group_norm_on_channels_last_bf16_equals_pytorch_bit_for_bit(monkeypatch, shape, affine):
+    """Packed convolutions return channels-last maps; below 32x32 their GroupNorm runs on an fp32 view."""
+    from wavediff.models import layers
+
+    torch.manual_seed(0)
+    x = (torch.randn(shape) * 3 + 1).bfloat16().contiguous(memory_format=torch.channels_last)
+    norm = layers.GroupNorm(32, shape[1], eps=1e-6).bfloat16()
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    weight, bias = (norm.weight, norm.bias) if affine else (None, None)
+    want = torch.nn.functional.group_norm(x, 32, weight, bias, 1e-6)
+    seen = []
+    real = layers.F.group_norm
+    monkeypatch.setattr(layers.F, "group_norm", lambda t, *a: seen.append(t.dtype) or real(t, *a))
+    got = norm(x) if affine else layers.group_norm(x, 32)
+    assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, want)
+    assert seen == [torch.float32 if shape[2] * shape[3] < 1024 else torch.bfloat16]
+    assert layers.group_norm(x.contiguous(), 32).dtype == torch.bfloat16 and seen[-1] == torch.bfloat16  # NCHW: as is
