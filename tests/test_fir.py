@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from wavediff.models import fir
 from wavediff.models.fir import FIRConv2d, conv_downsample_2d, downsample_2d, make_kernel, upfirdn2d, upsample_2d
 
 
@@ -40,9 +41,16 @@ def test_upfirdn2d_matches_definition(up, down, pad, ks):
     torch.testing.assert_close(upfirdn2d(x, k, up, down, pad), naive_upfirdn2d(x, k, up, down, pad))
 
 
+@pytest.fixture(params=["slices", "matrix"])
+def cpu_path(request, monkeypatch):
+    """Each CPU path for separable kernels: strided slices (long axes) or the resampling matrix (short axes)."""
+    monkeypatch.setattr(fir, "MATMUL_MAX_LENGTH", 0 if request.param == "slices" else 1 << 20)
+    return request.param
+
+
 @pytest.mark.parametrize("up,down,pad,ks", [*CASES, (3, 1, (1, 4), 5), (2, 1, (-1, 0), 4), (4, 1, (0, 0), 2)])
-def test_separable_upfirdn2d_matches_definition(up, down, pad, ks):
-    """The sliced / polyphase path for 1-D kernels equals the 2-D definition, values and gradients."""
+def test_separable_upfirdn2d_matches_definition(up, down, pad, ks, cpu_path):
+    """Both CPU paths for 1-D kernels equal the 2-D definition, values and gradients."""
     torch.manual_seed(1)
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
     k = torch.rand(ks, dtype=torch.float64)
@@ -55,17 +63,31 @@ def test_separable_upfirdn2d_matches_definition(up, down, pad, ks):
 @pytest.mark.parametrize(
     "up,down,pad,ks", [(2, 1, (2, 1), 4), (1, 2, (1, 1), 4), (1, 1, (-1, 2), 3), (2, 2, (1, 1), 4)]
 )
-def test_separable_upfirdn2d_gradient_is_its_adjoint_twice_over(up, down, pad, ks):
-    """The hand-written backward (the adjoint resampling) passes numerical gradient and double-backward checks,
-    as the R1 penalty needs; a non-symmetric kernel catches a kernel not reversed in the adjoint."""
+def test_separable_upfirdn2d_gradient_is_its_adjoint_twice_over(up, down, pad, ks, cpu_path):
+    """The hand-written backward of the slices (the adjoint resampling) and the matrix product pass numerical
+    gradient and double-backward checks, as the R1 penalty needs; a non-symmetric kernel catches a kernel not
+    reversed in the adjoint."""
     torch.manual_seed(2)
     x = torch.randn(1, 2, 7, 6, dtype=torch.float64, requires_grad=True)
     k = tuple(torch.rand(ks, dtype=torch.float64).tolist())
     assert k != k[::-1]
     fn = lambda x: upfirdn2d(x, k, up, down, pad)  # noqa: E731
-    assert fn(x).grad_fn.name() == "_UpFirDn1dBackward"
+    assert (fn(x).grad_fn.name() == "_UpFirDn1dBackward") == (cpu_path == "slices")
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_short_axes_take_the_matrix_and_long_axes_the_slices():
+    """Up to MATMUL_MAX_LENGTH samples an axis is resampled by a cached matrix; both paths give the same image."""
+    k = (1.0, 3.0, 3.0, 1.0)
+    for w, slices in ((fir.MATMUL_MAX_LENGTH, False), (fir.MATMUL_MAX_LENGTH + 2, True)):
+        x = torch.randn(1, 2, 4, w, dtype=torch.float64, requires_grad=True)
+        y = fir._upfirdn1d_cpu(x, k, 3, 1, 2, (1, 1))
+        assert (y.grad_fn.name() == "_UpFirDn1dBackward") == slices
+        torch.testing.assert_close(y, fir._upfirdn1d(x, k, 3, 1, 2, (1, 1)))
+    bf16 = fir._resampling_matrix(8, k, 2, 1, (2, 1), torch.bfloat16, torch.device("cpu"))
+    assert bf16 is fir._resampling_matrix(8, k, 2, 1, (2, 1), torch.bfloat16, torch.device("cpu"))  # made once
+    assert bf16.shape == (16, 8) and bf16.dtype == torch.bfloat16
 
 
 def test_resampling_preserves_constants_and_shapes():

@@ -4,11 +4,15 @@
 downsamples, channel by channel. Two implementations of the same sums:
 
 * separable kernels (1-D, applied along both axes; every kernel the models use)
-  on the CPU: a few shifted, strided slices per axis, and polyphase filtering
-  for upsampling, so no zero-inserted image is ever built. oneDNN's
-  single-channel convolutions, and above all their backward pass, are slow on
-  small tensors: forward plus backward, this path is 1.7-4.5x faster for
-  downsampling and 1.1-5x for upsampling (benchmarks/bench_layers.py);
+  on the CPU, per axis: up to 64 samples long, a product with the axis's
+  resampling matrix (banded, made once per size), which is one matrix product
+  forward and two backward; longer, a few shifted, strided slices, and
+  polyphase filtering for upsampling, so no zero-inserted image is ever built.
+  oneDNN's single-channel convolutions, and above all their backward pass, are
+  slow on small tensors: forward plus backward, the slices are 1.7-4.5x faster
+  for downsampling and 1.1-5x for upsampling (benchmarks/bench_layers.py), and
+  on maps up to 64x64 the matrices another 1.1-3.4x in fp32 and 1.5-4.6x in
+  bf16, where strided slices do not vectorise;
 * 2-D kernels, and other devices: a transposed convolution for `up > 1` and a
   strided convolution for `down > 1`, channels folded into the batch.
 """
@@ -121,6 +125,31 @@ def _upfirdn1d_autograd(x: torch.Tensor, k: tuple[float, ...], dim: int, up: int
     return _upfirdn1d(x, k, dim, up, down, pad)
 
 
+# Axes up to this long are resampled by a matrix product (see the module docstring). The product costs 2 * length
+# multiply-adds per output instead of len(k), so on longer axes the slices win (fp32: 128 and 256 were slower).
+MATMUL_MAX_LENGTH = 64
+
+
+@functools.lru_cache(maxsize=256)
+def _resampling_matrix(
+    n: int, k: tuple[float, ...], up: int, down: int, pad: tuple[int, int], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """[n_out, n]: the 1-D upfirdn of a length-n axis as a matrix (column i: the response to sample i)."""
+    eye = torch.eye(n, dtype=torch.float64).view(n, 1, 1, n)
+    return _upfirdn1d(eye, k, 3, up, down, pad).view(n, -1).t().to(device=device, dtype=dtype).contiguous()
+
+
+def _upfirdn1d_cpu(x: torch.Tensor, k: tuple[float, ...], dim: int, up: int, down: int, pad) -> torch.Tensor:
+    """One axis of the separable CPU path: a matrix product on short axes, slices on long ones."""
+    n = x.shape[dim]
+    # Slices for: long axes; channels-last maps (the bf16 sampler's), which a product would first copy to NCHW
+    # (measured 1.04x slower); compiled graphs (inductor fuses the slices).
+    if n > MATMUL_MAX_LENGTH or not x.is_contiguous() or torch.compiler.is_compiling():
+        return _upfirdn1d_autograd(x, k, dim, up, down, pad)
+    m = _resampling_matrix(n, k, up, down, tuple(pad), x.dtype, x.device)
+    return x @ m.t() if dim == 3 else m @ x
+
+
 def upfirdn2d(
     x: torch.Tensor, kernel: torch.Tensor | Sequence[float], up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
 ) -> torch.Tensor:
@@ -132,7 +161,7 @@ def upfirdn2d(
     if not isinstance(kernel, torch.Tensor) or kernel.dim() == 1:
         k = tuple(float(v) for v in kernel)
         if x.device.type == "cpu":
-            return _upfirdn1d_autograd(_upfirdn1d_autograd(x, k, 3, up, down, pad), k, 2, up, down, pad)
+            return _upfirdn1d_cpu(_upfirdn1d_cpu(x, k, 3, up, down, pad), k, 2, up, down, pad)
         kernel = _outer_on(k, x.device, x.dtype)
     b, c, h, w = x.shape
     kh, kw = kernel.shape
