@@ -19,6 +19,7 @@ from wavediff.checkpoints.convert import convert_official_checkpoint, load_any_g
 from wavediff.cli import main
 from wavediff.errors import CheckpointError, ConfigError
 from wavediff.fastpath import resolve_precision
+from wavediff.sampling import to_uint8
 from wavediff.serve import Playground, bind, bounded_seeds, resolve_checkpoint, slerp
 
 
@@ -101,6 +102,35 @@ def test_views_show_what_wavediff_sample_writes(playground, checkpoint, tmp_path
     assert not np.array_equal(middle, ref[3]) and not np.array_equal(middle, ref[7])
 
 
+def test_variations_keep_the_start_and_take_the_chosen_latents(playground):
+    """x_T from the seed; z, posterior noise or both from the other seeds, drawn as `_draws` orders them."""
+    own, other = playground._draws(3), playground._draws(8)
+    T = playground.cfg.diffusion.num_timesteps
+
+    def expected(vary):  # by hand: x_T of 3, then per step (z, noise) from 8 where `vary` says so
+        picks = [
+            (other if vary in ("both", "z") else own)[1 + 2 * i] if j == 0 else
+            (other if vary in ("both", "noise") else own)[2 + 2 * i]
+            for i in range(T) for j in (0, 1)
+        ]  # fmt: skip
+        queue = iter(picks)
+        steps = playground._run(own[0], lambda shape, dtype: next(queue).to(dtype))
+        return to_uint8(playground._to_image(steps[-1][2]))[0]
+
+    alone = playground.grid([3]).images[0]
+    results = {}
+    for vary in ("both", "z", "noise"):
+        res = playground.variations(3, [8, 3], vary)
+        assert res.labels[0] == "seed 3" and len(res.images) == 3 and res.extra["vary"] == vary
+        assert same_up_to_rounding(res.images[0], alone) and same_up_to_rounding(res.images[2], alone)
+        assert same_up_to_rounding(res.images[1], expected(vary))
+        results[vary] = res.images[1]
+    assert not same_up_to_rounding(results["z"], results["noise"]) and not same_up_to_rounding(results["z"], alone)
+    assert not same_up_to_rounding(results["both"], playground.grid([8]).images[0])  # the start is seed 3's
+    with pytest.raises(ConfigError, match="bad vary"):
+        playground.variations(3, [1], "x")
+
+
 def test_slerp_keeps_the_endpoints_and_the_norm():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(3, 8, 8, generator=g), torch.randn(3, 8, 8, generator=g)
@@ -140,6 +170,8 @@ def test_http_api_answers_errors_in_one_line_and_keeps_serving(server, checkpoin
         ("/api/interpolate?a=0&b=1&n=65", 400, "2 to 64 frames"),
         ("/api/interpolate?a=-1&b=1", 400, "bad seed a"),
         ("/api/trajectory?seed=1.5", 400, "bad seed"),
+        ("/api/variations?seed=0&others=0-63", 400, "at most 63"),
+        ("/api/variations?seed=0&vary=all", 400, "bad vary"),
         ("/api/grid?seeds=1&format=gif", 400, "bad format"),
         ("/../../etc/passwd", 404, "no page"),
         ("/page.html", 404, "no page"),
@@ -159,6 +191,12 @@ def test_http_api_answers_errors_in_one_line_and_keeps_serving(server, checkpoin
     assert grid.shape == (66, 66, 3) and np.array_equal(grid[34:66, 34:66], ref[3])  # 2x2 tiles, 2 px gaps
     status, _, body = get(server, "/api/trajectory?seed=2&format=png")
     assert status == 200 and Image.open(io.BytesIO(body)).size == (5 * 34 - 2, 3 * 34 - 2)
+    status, _, body = get(server, "/api/variations?seed=1&others=2,1&vary=z")
+    j = json.loads(body)
+    assert status == 200 and [im["label"] for im in j["images"]] == ["seed 1", "z of 2", "z of 1"]
+    tiles = [decode(im["png"]) for im in j["images"]]
+    assert same_up_to_rounding(tiles[0], ref[1]) and same_up_to_rounding(tiles[2], ref[1])
+    assert not same_up_to_rounding(tiles[1], ref[1]) and not same_up_to_rounding(tiles[1], ref[2])
     status, _, body = get(server, "/api/interpolate?a=0&b=2&n=3")
     frames = [decode(im["png"]) for im in json.loads(body)["images"]]
     assert status == 200 and same_up_to_rounding(frames[0], ref[0]) and same_up_to_rounding(frames[2], ref[2])

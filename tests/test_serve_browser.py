@@ -79,7 +79,7 @@ def served(tmp_path):
         proc.wait(10)
 
 
-def test_page_in_chromium_shows_grid_interpolation_and_trajectory(served, tmp_path):
+def test_page_in_chromium_shows_grid_interpolation_variations_and_trajectory(served, tmp_path):
     url, ckpt, proc = served
     start = time.perf_counter()
     with sync_api.sync_playwright() as p:
@@ -87,8 +87,8 @@ def test_page_in_chromium_shows_grid_interpolation_and_trajectory(served, tmp_pa
         page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "?seeds=0-5&seed=4&a=1&b=3&n=5&traj=2")
-        for section in ("samples", "interp", "traj"):
+        page.goto(url + "?seeds=0-5&seed=4&a=1&b=3&n=5&vseed=2&others=5,2&vary=noise&traj=2")
+        for section in ("samples", "interp", "vari", "traj"):
             page.wait_for_selector(f'#{section}[data-status="ok"]', timeout=60_000)
 
         def images(selector):
@@ -114,6 +114,17 @@ def test_page_in_chromium_shows_grid_interpolation_and_trajectory(served, tmp_pa
         assert np.abs(frames[0].astype(int) - ref1).max() <= 1 and np.abs(frames[-1].astype(int) - ref3).max() <= 1
         assert np.abs(frames[2].astype(int) - ref1).mean() > 10 and np.abs(frames[2].astype(int) - ref3).mean() > 10
 
+        # latent variations: seed 2's start with the posterior noise of 5, then of 2 (its own image again)
+        assert page.input_value("#vary") == "noise"
+        tiles = images("#variations img")
+        assert [t[0] for t in tiles] == ["var0", "var1", "var2"] and [t[1] for t in tiles] == [32] * 3
+        assert page.eval_on_selector_all("#variations figcaption", "els => els.map(e => e.textContent)") == [
+            "seed 2", "noise of 5", "noise of 2"]  # fmt: skip
+        ref2 = reference(ckpt, tmp_path, 2)
+        assert np.abs(decode(tiles[0][3]).astype(int) - ref2).max() <= 1
+        assert np.abs(decode(tiles[2][3]).astype(int) - ref2).max() <= 1
+        assert np.abs(decode(tiles[1][3]).astype(int) - ref2).mean() > 1
+
         # trajectory of seed 2: x_4..x_0, four predictions of x_0, four 16x16 sub-bands; x_0 is the sample
         traj = images("#trajectory img")
         names = [t[0] for t in traj]
@@ -134,7 +145,7 @@ def test_page_in_chromium_shows_grid_interpolation_and_trajectory(served, tmp_pa
         assert np.array_equal(decode(images("#large img")[0][3]), reference(ckpt, tmp_path, 9))
 
         # a shared URL reloads the same view; the grid downloads as one PNG
-        page.goto(url + "?seeds=0-5&seed=4&a=1&b=3&n=5&traj=2")
+        page.goto(url + "?seeds=0-5&seed=4&a=1&b=3&n=5&vseed=2&others=5,2&vary=noise&traj=2")
         page.wait_for_selector('#samples[data-status="ok"]')
         assert np.array_equal(decode(images("#large img")[0][3]), ref4)
         with page.expect_download() as download:
@@ -142,8 +153,9 @@ def test_page_in_chromium_shows_grid_interpolation_and_trajectory(served, tmp_pa
         saved = tmp_path / download.value.suggested_filename
         download.value.save_as(saved)
         assert Image.open(saved).size == (3 * 34 - 2, 2 * 34 - 2)  # 3 x 2 tiles, 2 px gaps
-        for section in ("interp", "traj"):
+        for section in ("interp", "vari", "traj"):
             page.wait_for_selector(f'#{section}[data-status="ok"]', timeout=60_000)
+        assert "vary=noise" in page.url and "others=5%2C2" in page.url
         shot = tmp_path / "playground.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()

@@ -1,7 +1,8 @@
 """The playground's HTTP server: the standard library's ThreadingHTTPServer, one static page, a JSON API.
 
 Routes (GET only): `/` the page; `/api/info`; `/api/grid?seeds=0-15`; `/api/interpolate?a=0&b=1&n=8`;
-`/api/trajectory?seed=0`. The three views answer JSON (PNG data URLs, labels, seconds) or, with
+`/api/variations?seed=0&others=1-7&vary=both`; `/api/trajectory?seed=0`. The four views answer JSON (PNG data
+URLs, labels, seconds) or, with
 `&format=png`, one PNG of the whole view for download. Nothing in a request names a file: the page
 is read from this package and the checkpoint was chosen on the command line.
 
@@ -24,7 +25,7 @@ from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, WaveDiffError
-from .generation import MAX_IMAGES, Playground, Result, bounded_seeds, mosaic, one_seed, png_bytes
+from .generation import MAX_IMAGES, VARY, Playground, Result, bounded_seeds, mosaic, one_seed, png_bytes
 
 MAX_PENDING = 8  # queued or running generations; more get 503 "busy"
 
@@ -174,6 +175,13 @@ class Handler(BaseHTTPRequestHandler):
             if not n_text.strip().isdigit() or not 2 <= int(n_text) <= MAX_IMAGES:
                 raise ConfigError(f"bad frame count {n_text[:20]!r}; ask for 2 to {MAX_IMAGES} frames")
             return f"interpolation_{a}_{b}", pg.interpolation, (a, b, int(n_text))
+        if path == "/api/variations":
+            seed = one_seed(_param(query, "seed", "0"))
+            others = bounded_seeds(_param(query, "others", "1-7"), limit=MAX_IMAGES - 1)
+            vary = _param(query, "vary", "both")
+            if vary not in VARY:
+                raise ConfigError(f"bad vary {vary[:20]!r}; use one of {', '.join(VARY)}")
+            return f"variations_{seed}_{vary}", pg.variations, (seed, others, vary)
         if path == "/api/trajectory":
             seed = one_seed(_param(query, "seed", "0"))
             return f"trajectory_{seed}", pg.trajectory, (seed,)

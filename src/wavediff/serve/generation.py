@@ -1,4 +1,4 @@
-"""What the playground draws: sample grids, seed interpolations and denoising trajectories.
+"""What the playground draws: sample grids, seed interpolations, latent variations and denoising trajectories.
 
 Every view draws its noise exactly as `wavediff.sampling.sample` does (one `torch.Generator`
 per seed: the initial noise, then z and the posterior noise at each step), so seed s shows
@@ -30,6 +30,7 @@ MAX_IMAGES = 64  # per request
 MAX_SEED = 2**63 - 1
 BAND_NAMES = ("LL", "LH", "HL", "HH")
 MAX_DETAIL_GAIN = 20.0  # detail bands are stretched to fill [-1, 1], by at most this factor
+VARY = ("both", "z", "noise")  # what latent variations take from the other seeds
 _SEEDS_RE = re.compile(r"^\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*$")
 _NUMBERED_RE = re.compile(r"generator_(\d+)\.safetensors$")
 
@@ -210,6 +211,27 @@ class Playground:
         seconds = time.perf_counter() - start
         labels = [f"{seed_a}" if t == 0 else f"{seed_b}" if t == 1 else f"{t:.2f}" for t in alphas]
         return Result(images, labels, [images], seconds, {"alphas": alphas})
+
+    def variations(self, seed: int, others: Sequence[int], vary: str = "both") -> Result:
+        """Seed's initial noise x_T with the step latents of other seeds: every step's z and posterior noise
+        (`vary="both"`), only z (the GAN's latent), or only the posterior noise. The first image is seed's own."""
+        if vary not in VARY:
+            raise ConfigError(f"bad vary {vary[:20]!r}; use one of {', '.join(VARY)}")
+        if not 1 <= len(others) < MAX_IMAGES:
+            raise ConfigError(f"ask for 1 to {MAX_IMAGES - 1} other seeds, not {len(others)}")
+        start = time.perf_counter()
+        own = self._draws(seed)
+        draws = [own] + [self._draws(o) for o in others]
+        # _draws order: x_T, then (z, posterior noise) per step; odd positions are z
+        take = [vary == "both" or (vary == "z") == (i % 2 == 1) for i in range(len(own))]
+        mixed = [torch.cat([d[i] if take[i] else own[i] for d in draws]) for i in range(1, len(own))]
+        queue = iter(mixed)
+        steps = self._run(torch.cat([own[0]] * len(draws)), lambda shape, dtype: next(queue).to(dtype))
+        images = list(to_uint8(self._to_image(steps[-1][2])))
+        seconds = time.perf_counter() - start
+        what = {"both": "latents", "z": "z", "noise": "noise"}[vary]
+        labels = [f"seed {seed}"] + [f"{what} of {o}" for o in others]
+        return Result(images, labels, [images], seconds, {"seed": seed, "others": list(others), "vary": vary})
 
     def trajectory(self, seed: int) -> Result:
         start = time.perf_counter()
