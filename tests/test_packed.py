@@ -94,3 +94,24 @@ def test_group_norm_on_channels_last_bf16_equals_pytorch_bit_for_bit(monkeypatch
     assert torch.equal(got, want)
     assert seen == [torch.float32 if shape[2] * shape[3] < 1024 else torch.bfloat16]
     assert layers.group_norm(x.contiguous(), 32).dtype == torch.bfloat16 and seen[-1] == torch.bfloat16  # NCHW: as is
+
+
+def test_nin_and_the_wavelet_pyramid_pack_their_convolutions_too():
+    """Modules that convolve through `packed.conv2d` (1x1 NIN layers with their transposed [in, out] weight, the
+    wavelet input pyramid) get a cache from `pack_convolutions` and give the plain convolution's bf16 numbers."""
+    from wavediff.models.layers import NIN
+    from wavediff.models.wavelet_blocks import WaveletInputPyramid
+
+    torch.manual_seed(0)
+    for module, shape in ((NIN(16, 24, init_scale=1.0), (2, 16, 6, 6)), (WaveletInputPyramid(3, 8), (1, 3, 8, 8))):
+        module = module.bfloat16().eval()
+        with torch.no_grad():
+            for p in module.parameters():
+                p.normal_()
+        fast = copy.deepcopy(module)
+        assert pack_convolutions(fast) == 1 and len(fast._packed) == 0 and "_packed" not in module.__dict__
+        x = torch.randn(shape).bfloat16()
+        with torch.no_grad():
+            want, got = module(x), fast(x)
+        assert len(fast._packed) == 1  # packed once for this input shape
+        assert got.dtype == torch.bfloat16 and torch.equal(got, want)

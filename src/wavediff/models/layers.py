@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .fir import FIRConv2d, downsample_2d, upsample_2d
+from .packed import conv2d as packed_conv2d
 
 SQRT_HALF = 1.0 / math.sqrt(2.0)
 
@@ -222,13 +223,15 @@ class ZMapping(nn.Module):
 class NIN(nn.Module):
     """Per-pixel linear map over channels (`W` [in, out], `b` [out]), as a 1x1 convolution."""
 
+    packable = True  # the CPU sampler's bf16 copy packs its weight (models/packed.py)
+
     def __init__(self, in_dim: int, out_dim: int, init_scale: float = 0.1):
         super().__init__()
         self.W = nn.Parameter(variance_scaling_(torch.empty(in_dim, out_dim), init_scale))
         self.b = nn.Parameter(torch.zeros(out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.W.t()[:, :, None, None], self.b)
+        return packed_conv2d(self, x, self.W.t()[:, :, None, None], self.b)
 
 
 class AdaptiveGroupNorm(nn.Module):

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ..wavelets import dwt, idwt, reorder_bands
 from .layers import ResnetBlock, variance_scaling_
 from .ncsnpp import MiddleBlock
+from .packed import conv2d as packed_conv2d
 
 
 def haar_net_order(x: torch.Tensor) -> torch.Tensor:
@@ -41,13 +42,15 @@ def inverse_haar_net_order(ll: torch.Tensor, highs: torch.Tensor) -> torch.Tenso
 class WaveletInputPyramid(nn.Module):
     """One step of the input pyramid: Haar transform (4 bands, /2), then a 3x3 convolution."""
 
+    packable = True  # the CPU sampler's bf16 copy packs its weight (models/packed.py)
+
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
         self.weight = nn.Parameter(variance_scaling_(torch.empty(out_ch, 4 * in_ch, 3, 3)))
         self.bias = nn.Parameter(torch.zeros(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(haar_net_order(x) * 0.5, self.weight, self.bias, padding=1)
+        return packed_conv2d(self, haar_net_order(x) * 0.5, self.weight, self.bias, padding=1)
 
 
 WaveletDownsample = WaveletInputPyramid
