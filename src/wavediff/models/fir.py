@@ -11,8 +11,8 @@ downsamples, channel by channel. Two implementations of the same sums:
   oneDNN's single-channel convolutions, and above all their backward pass, are
   slow on small tensors: forward plus backward, the slices are 1.7-4.5x faster
   for downsampling and 1.1-5x for upsampling (benchmarks/bench_layers.py), and
-  on maps up to 64x64 the matrices another 1.1-3.4x in fp32 and 1.5-4.6x in
-  bf16, where strided slices do not vectorise;
+  the matrices another 1.6-2x in fp32 on maps up to 32x32 (about even at
+  64x64) and 1.7-4x in bf16 up to 64x64, where strided slices do not vectorise;
 * 2-D kernels, and other devices: a transposed convolution for `up > 1` and a
   strided convolution for `down > 1`, channels folded into the batch.
 """
