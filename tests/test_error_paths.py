@@ -133,6 +133,11 @@ CASES: dict[str, tuple[str, str, str | None]] = {
         "g.png",
     ),
     "convert_state": ("convert-official {state} --preset tiny -o {out}/x.safetensors", "training state", "x.s"),
+    "sample_text_file": ("sample {afile} --n 2 --out {out}/g.png", "afile is not a checkpoint", "g.png"),
+    "bench_text_file": ("bench {afile} --runs 1", "afile is not a checkpoint", None),
+    "sample_missing_pth": ("sample {out}/netG_9.pth --n 2 --out {out}/g.png", "netG_9.pth not found", "g.png"),
+    "sample_empty_dir": ("sample {imgs} --n 2 --out {out}/g.png", "holds no generator checkpoint", "g.png"),
+    "sample_dir_preset": ("sample {imgs} --preset tiny --n 2 --out {out}/g.png", "is a directory", "g.png"),
     "train_resume_netg": (
         "train --preset tiny --data {imgs} --out {out}/r --resume {netg}",
         "not a wavediff training",
@@ -237,3 +242,18 @@ def test_disk_full_keeps_the_previous_file_and_says_what_happened(command, files
     assert f"the previous {target.name} is untouched" in line and "free some space" in line
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left behind
+
+
+def test_sample_and_bench_take_a_run_directory(files, tmp_path, capsys):
+    """A training run's directory stands for its final (else latest) EMA generator, as in `wavediff serve`."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    gen = files["gen"].read_bytes()
+    (run / "checkpoints" / "generator_0000004.safetensors").write_bytes(gen)
+    assert main(["sample", str(run), "--seeds", "0-1", "--precision", "fp32", "--out", str(tmp_path / "a.npz")]) == 0
+    assert (
+        main(["sample", str(files["gen"]), "--seeds", "0-1", "--precision", "fp32", "--out", str(tmp_path / "b.npz")])
+        == 0
+    )
+    assert np.array_equal(np.load(tmp_path / "a.npz")["images"], np.load(tmp_path / "b.npz")["images"])
+    assert main(["bench", str(run), "--runs", "1", "--warmup", "0", "--batch", "2"]) == 0

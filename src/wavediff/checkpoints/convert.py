@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 
 from ..config import ExperimentConfig
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..presets import get_preset
-from .io import load_generator_checkpoint, load_state_strict, save_generator
+from .io import load_generator_checkpoint, load_state_strict, run_generator, save_generator
 from .official import official_args_to_config, read_official_state_dict, require_ch_mult
 
 OfficialArgs = Mapping[str, Any] | str | os.PathLike
@@ -76,11 +76,22 @@ def load_any_generator(
     official_args: OfficialArgs | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[nn.Module, ExperimentConfig]:
-    """Our .safetensors checkpoint, or the authors' .pth when a preset or their arguments describe it."""
-    if str(path).endswith(".safetensors") and preset is None and official_args is None:
+    """Our .safetensors checkpoint (or a training run's directory: its final, else latest, EMA generator), or the
+    authors' .pth when a preset or their arguments describe it."""
+    ours = preset is None and official_args is None
+    if Path(path).is_dir():
+        if not ours:
+            raise ConfigError(f"{path} is a directory; --preset and --official-args describe one of the authors' files")
+        path = run_generator(path)
+    if str(path).endswith(".safetensors") and ours:
         ckpt = load_generator_checkpoint(path, device)
         return ckpt.generator, ckpt.config
-    if preset is None and official_args is None:
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"checkpoint {path} not found; pass a .safetensors file written by `wavediff train` or "
+            f"`wavediff convert-official`, a run directory, or the authors' .pth with --preset NAME"
+        )
+    if ours:
         _refuse_training_state(path)
         raise ConfigError(
             f"{path} looks like the authors' checkpoint: add --preset NAME or --official-args "
@@ -92,12 +103,13 @@ def load_any_generator(
 
 def _refuse_training_state(path: str | os.PathLike) -> None:
     """One line when a wavediff training state (state_*.pt) is given where a generator is expected."""
-    from ..errors import CheckpointError
-
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not a readable zip checkpoint: the caller's message applies
-        return
+    except Exception as e:  # noqa: BLE001 - not a PyTorch file at all
+        raise CheckpointError(
+            f"{path} is not a checkpoint ({type(e).__name__}: neither a .safetensors file nor a PyTorch file); pass "
+            f"a generator_*.safetensors of `wavediff train`, a run directory, or the authors' netG_*.pth with --preset"
+        ) from None
     if isinstance(obj, dict) and obj.get("format") == "wavediff-train-state":
         step = obj.get("step")
         export = f"generator_{step:07d}.safetensors" if isinstance(step, int) else "generator_*.safetensors"

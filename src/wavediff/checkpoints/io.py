@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,3 +168,26 @@ def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], what:
             f"for a different model: check the preset or arguments"
         )
     module.load_state_dict(tensors, strict=True)
+
+
+_NUMBERED_GENERATOR = re.compile(r"generator_(\d+)\.safetensors$")
+
+
+def run_generator(run_dir: str | os.PathLike) -> Path:
+    """A training run's EMA generator: `generator_final.safetensors`, else the highest-numbered one, looked for in
+    `run_dir/checkpoints` and then `run_dir` itself."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir / "checkpoints", run_dir):
+        if (folder / "generator_final.safetensors").is_file():
+            return folder / "generator_final.safetensors"
+        numbered = sorted(
+            (int(m.group(1)), p)
+            for p in folder.glob("generator_*.safetensors")
+            if (m := _NUMBERED_GENERATOR.match(p.name))
+        )
+        if numbered:
+            return numbered[-1][1]
+    raise CheckpointError(
+        f"{run_dir} holds no generator checkpoint (checkpoints/generator_final.safetensors or "
+        f"generator_NNNNNNN.safetensors); pass a .safetensors file or the run directory of `wavediff train`/`demo`"
+    )

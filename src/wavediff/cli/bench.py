@@ -12,7 +12,9 @@ from .fastopts import add_fast_arguments, describe, fast_from_args
 
 def add_arguments(p):
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("checkpoint", nargs="?", help="a checkpoint (ours, or the authors' with --official-args)")
+    src.add_argument(
+        "checkpoint", nargs="?", help="a checkpoint (ours or a run directory, or the authors' with --official-args)"
+    )
     src.add_argument(
         "--preset", help="time a preset's architecture with random weights (speed does not depend on the weights)"
     )

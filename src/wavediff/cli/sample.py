@@ -8,7 +8,11 @@ from .fastopts import add_fast_arguments, describe, fast_from_args
 
 
 def add_arguments(p):
-    p.add_argument("checkpoint", help="our .safetensors checkpoint, or the authors' .pth with --preset/--official-args")
+    p.add_argument(
+        "checkpoint",
+        help="our .safetensors checkpoint or a training run's directory (its final, else latest, generator), "
+        "or the authors' .pth with --preset/--official-args",
+    )
     p.add_argument("--n", type=int, help="number of samples (seeds 0..n-1 unless --seeds)")
     p.add_argument("--seeds", help="seed list, e.g. 0-49999 or 1,5,7-9; sample i depends only on seed i")
     p.add_argument("--batch", type=int, default=64, help="batch size (does not change the images)")

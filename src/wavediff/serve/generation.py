@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..checkpoints.io import run_generator
 from ..config import ExperimentConfig
 from ..diffusion import VPDiffusion, randn
 from ..errors import CheckpointError, ConfigError
@@ -32,7 +33,6 @@ BAND_NAMES = ("LL", "LH", "HL", "HH")
 MAX_DETAIL_GAIN = 20.0  # detail bands are stretched to fill [-1, 1], by at most this factor
 VARY = ("both", "z", "noise")  # what latent variations take from the other seeds
 _SEEDS_RE = re.compile(r"^\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*$")
-_NUMBERED_RE = re.compile(r"generator_(\d+)\.safetensors$")
 
 
 def bounded_seeds(text: str, limit: int = MAX_IMAGES) -> list[int]:
@@ -72,20 +72,7 @@ def resolve_checkpoint(arg: str | None, default_run: str = "runs/demo") -> Path:
         arg = default_run
     path = Path(arg)
     if path.is_dir():
-        for folder in (path / "checkpoints", path):
-            if (folder / "generator_final.safetensors").is_file():
-                return folder / "generator_final.safetensors"
-            numbered = sorted(
-                (int(m.group(1)), p)
-                for p in folder.glob("generator_*.safetensors")
-                if (m := _NUMBERED_RE.match(p.name))
-            )
-            if numbered:
-                return numbered[-1][1]
-        raise CheckpointError(
-            f"{path} holds no generator checkpoint (checkpoints/generator_final.safetensors or "
-            f"generator_NNNNNNN.safetensors); pass a .safetensors file or the run directory of `wavediff train`/`demo`"
-        )
+        return run_generator(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; pass a .safetensors checkpoint or a run directory")
     return path
