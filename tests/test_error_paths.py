@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import wavediff
 from conftest import FIXTURES
 from wavediff.cli import COMMANDS, main
 
@@ -257,3 +258,5 @@ def test_sample_and_bench_take_a_run_directory(files, tmp_path, capsys):
     )
     assert np.array_equal(np.load(tmp_path / "a.npz")["images"], np.load(tmp_path / "b.npz")["images"])
     assert main(["bench", str(run), "--runs", "1", "--warmup", "0", "--batch", "2"]) == 0
+    G = wavediff.load_generator(run)
+    assert G.config.name == wavediff.load_generator(files["gen"]).config.name and not G.training

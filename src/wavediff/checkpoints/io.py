@@ -138,8 +138,9 @@ def load_generator_checkpoint(path: str | os.PathLike, device: torch.device | st
 
 
 def load_generator(path: str | os.PathLike, device: torch.device | str = "cpu") -> nn.Module:
-    """The generator of one of our checkpoints, in eval mode (`G(x, t, z)`); its config is `G.config`."""
-    ckpt = load_generator_checkpoint(path, device)
+    """The generator of one of our checkpoints (or of a run directory: its final, else latest, one), in eval mode
+    (`G(x, t, z)`); its config is `G.config`."""
+    ckpt = load_generator_checkpoint(run_generator(path) if Path(path).is_dir() else path, device)
     ckpt.generator.config = ckpt.config
     return ckpt.generator
 
