@@ -209,9 +209,11 @@ class Playground:
         start = time.perf_counter()
         own = self._draws(seed)
         draws = [own] + [self._draws(o) for o in others]
-        # _draws order: x_T, then (z, posterior noise) per step; odd positions are z
-        take = [vary == "both" or (vary == "z") == (i % 2 == 1) for i in range(len(own))]
-        mixed = [torch.cat([d[i] if take[i] else own[i] for d in draws]) for i in range(1, len(own))]
+
+        def varied(i: int) -> bool:  # position i of `_draws`: 0 is x_T (always the seed's), then z, noise, z, ...
+            return vary == "both" or (vary == "z") == (i % 2 == 1)
+
+        mixed = [torch.cat([d[i] if varied(i) else own[i] for d in draws]) for i in range(1, len(own))]
         queue = iter(mixed)
         steps = self._run(torch.cat([own[0]] * len(draws)), lambda shape, dtype: next(queue).to(dtype))
         images = list(to_uint8(self._to_image(steps[-1][2])))
