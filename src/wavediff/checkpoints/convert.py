@@ -102,7 +102,8 @@ def load_any_generator(
 
 
 def _refuse_training_state(path: str | os.PathLike) -> None:
-    """One line when a wavediff training state (state_*.pt) is given where a generator is expected."""
+    """One line when the file given where a generator is expected is a wavediff training state (state_*.pt) or no
+    PyTorch file at all."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - not a PyTorch file at all
