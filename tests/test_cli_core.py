@@ -76,12 +76,15 @@ def test_sample_depends_only_on_the_seed(converted, tmp_path, capsys):
     assert run_cli(capsys, "sample", converted, "--seeds", "3-5", "--batch", "1", "--out", b, *fp32)[0] == 0
     ia, ib = np.load(a)["images"], np.load(b)["images"]
     assert ia.shape == (6, 32, 32, 3) and ia.dtype == np.uint8
-    assert np.array_equal(ia[3:], ib)
+    # the same images across batch sizes, up to float rounding: CPU kernels sum in a batch-size-dependent order
+    # (about 4e-6 here), which moves a rare value across a rounding boundary (README: Sampling)
+    diff = np.abs(ia[3:].astype(int) - ib)
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= 1e-3 * diff.size
     assert not np.array_equal(ia[0], ia[1])
-    # the Python API gives the same images, at the default precision too
+    # the Python API gives the same images (same batch size: bit for bit), at the default precision too
     G = load_generator(converted)
     api = wavediff.sample(G, seeds=[4], precision="fp32")
-    assert np.array_equal(wavediff.sampling.to_uint8(api)[0], ia[4])
+    assert np.array_equal(wavediff.sampling.to_uint8(api)[0], ib[1])
     default = tmp_path / "default.npz"
     assert run_cli(capsys, "sample", converted, "--seeds", "4", "--out", default)[0] == 0
     assert np.array_equal(wavediff.sampling.to_uint8(wavediff.sample(G, seeds=[4]))[0], np.load(default)["images"][0])

@@ -202,11 +202,13 @@ def test_bf16_autocast_keeps_block_activations_in_bf16():
     block = ResnetBlock(16, 32, temb_dim=8, zemb_dim=4)
     x, temb, zemb = torch.randn(2, 16, 8, 8), torch.randn(2, 8), torch.randn(2, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert block.norm_in(x.bfloat16(), zemb).dtype == torch.bfloat16  # scale and shift did not promote it
-        out = block(x.bfloat16(), temb, zemb)
+        cond = block.conditioning(temb, zemb)
+        assert cond.style_in.dtype == torch.float32  # the conditioning linears compute in fp32
+        assert block.norm_in(x.bfloat16(), cond.style_in).dtype == torch.bfloat16  # scale and shift did not promote it
+        out = block(x.bfloat16(), cond)
         out.float().square().mean().backward()
     assert out.dtype == torch.bfloat16
     assert block.temb_proj.weight.grad.dtype == torch.float32 and block.norm_in.style.weight.grad.abs().sum() > 0
     with torch.no_grad():
-        ref = block(x, temb, zemb)
+        ref = block(x, block.conditioning(temb, zemb))
     assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()

@@ -113,8 +113,7 @@ def test_variations_keep_the_start_and_take_the_chosen_latents(playground):
             (other if vary in ("both", "noise") else own)[2 + 2 * i]
             for i in range(T) for j in (0, 1)
         ]  # fmt: skip
-        queue = iter(picks)
-        steps = playground._run(own[0], lambda shape, dtype: next(queue).to(dtype))
+        steps = playground._run([own[0], *picks])
         return to_uint8(playground._to_image(steps[-1][2]))[0]
 
     alone = playground.grid([3]).images[0]

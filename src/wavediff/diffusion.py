@@ -156,27 +156,25 @@ class VPDiffusion:
         noises: torch.Tensor,
     ) -> torch.Tensor:
         """The T steps with pre-drawn noise (`draw_noise`): no RNG inside, so it can be compiled or graph-captured."""
-        draws = iter([d for pair in zip(zs, noises) for d in pair])
-        *_, (_, _, x) = self.sample_steps(generator_net, x_init, zs.shape[-1], lambda shape, dtype: next(draws))
+        *_, (_, _, x) = self.denoise_steps(generator_net, x_init, zs, noises)
         return x
 
-    def sample_steps(
+    def denoise_steps(
         self,
         generator_net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
         x_init: torch.Tensor,
-        nz: int,
-        draw: Callable[[tuple[int, ...], torch.dtype], torch.Tensor],
+        zs: torch.Tensor,
+        noises: torch.Tensor,
     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """`sample` one step at a time: yields (t, predicted x_0, x_t) for t = T-1 .. 0.
+        """`denoise` one step at a time: yields (t, predicted x_0, x_t) for t = T-1 .. 0.
 
-        `draw(shape, dtype)` supplies the noise, called in `sample`'s order (z, then the posterior
-        noise, at every step), so `draw = lambda s, d: randn(s, gens, device, d)` gives `sample`'s
-        states exactly; other draws (e.g. interpolated noise) steer the same sampler.
+        Step k (t = T-1-k) calls `generator_net(x_{t+1}, t, zs[k])` and adds `noises[k]` through the
+        posterior; any pre-drawn zs and noises (e.g. interpolated ones) steer the same sampler.
         """
         x = x_init
         b = x.shape[0]
-        for i in reversed(range(self.num_timesteps)):
+        for k, i in enumerate(reversed(range(self.num_timesteps))):
             t = torch.full((b,), i, dtype=torch.int64, device=x.device)
-            x0 = generator_net(x, t, draw((b, nz), x.dtype)).to(x.dtype)  # as in `sample`
-            x = self.posterior_sample(x0, x, t, draw(tuple(x.shape), x.dtype))
+            x0 = generator_net(x, t, zs[k].to(x.dtype)).to(x.dtype)
+            x = self.posterior_sample(x0, x, t, noises[k].to(x.dtype))
             yield i, x0, x

@@ -193,17 +193,32 @@ class SamplerRunner:
 
     def net(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The generator as the sampler runs it (inside `precision_context()`): x0 predicted from x_{t+1}."""
+        return self._predict(x, self.generator.conditioning(t, z))
+
+    def _predict(self, x: torch.Tensor, cond) -> torch.Tensor:
         if self.weights_dtype is not None:
             x = x.to(self.weights_dtype)
-        return self.generator(x, t, z)
+        return self.generator.predict(x, cond)
 
     def precision_context(self):
         """Where `net` must run: autocast for fp16; nothing for fp32, tf32 and bf16 (a bf16 copy of the weights)."""
         return autocast(self.device, "fp16") if self.precision == "fp16" else contextlib.nullcontext()
 
+    def steps(self, x_T: torch.Tensor, zs: torch.Tensor, noises: torch.Tensor):
+        """The T steps one at a time, as `VPDiffusion.denoise_steps` yields them: (t, predicted x_0, x_t).
+
+        Run it inside `precision_context()` and without gradients. All T steps are conditioned in one pass
+        first (models/conditioning.py), so each conditioning projection reads its weights once per batch.
+        """
+        n_steps, batch = zs.shape[:2]
+        t = torch.arange(n_steps - 1, -1, -1, device=zs.device).repeat_interleave(batch)  # the rows of zs.flatten
+        per_step = iter(self.generator.conditioning(t, zs.flatten(0, 1)).chunk(n_steps))
+        # denoise_steps calls the net once per step, in the order of zs: step k gets its rows of the conditioning
+        return self.diffusion.denoise_steps(lambda x, t, z: self._predict(x, next(per_step)), x_T, zs, noises)
+
     def _pure(self, x_T: torch.Tensor, zs: torch.Tensor, noises: torch.Tensor) -> torch.Tensor:
         with self.precision_context():
-            x = self.diffusion.denoise(self.net, x_T, zs, noises)
+            *_, (_, _, x) = self.steps(x_T, zs, noises)
         x = x.float()
         return wavelet_to_image(x) if self.cfg.space == "wavelet" else x.clamp(-1.0, 1.0)
 

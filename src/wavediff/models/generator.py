@@ -11,6 +11,9 @@ in the canonical band order:
   is packed with channel index (p1, p2, c) while the output is read as (c, p1, p2)
   (so the two are not inverse to each other; the network learned around it);
 * tanh on the output unless `use_tanh` is False.
+
+`forward(x, t, z)` is `predict(x, conditioning(t, z))`; the sampler calls the two
+halves itself to condition all of its T steps in one pass (`models/conditioning.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch.nn as nn
 from ..config import GeneratorConfig
 from ..errors import ConfigError
 from ..wavelets import BAND_ORDERS, reorder_bands
+from .conditioning import Conditioning
 from .ncsnpp import NCSNpp
 from .wavelet_ncsnpp import WaveletNCSNpp
 
@@ -68,11 +72,19 @@ class Generator(nn.Module):
         self.cfg = cfg
         self.swap_bands = cfg.band_order != "pywt"
 
+    def conditioning(self, t: torch.Tensor, z: torch.Tensor) -> Conditioning:
+        """The conditioning of steps t (int64 [B]) and latents z [B, nz], for `predict`."""
+        return self.net.conditioning(t, z)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.predict(x, self.conditioning(t, z))
+
+    def predict(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """x0 predicted from x [B, C, H, W] under `cond` (from `conditioning(t, z)` for the same B samples)."""
         cfg = self.cfg
         if self.swap_bands:
             x = reorder_bands(x, "pywt", cfg.band_order)
-        h = unpatchify(self.net(patchify(x, cfg.patch_size), t, z), cfg.patch_size)
+        h = unpatchify(self.net.predict(patchify(x, cfg.patch_size), cond), cfg.patch_size)
         if self.swap_bands:
             h = reorder_bands(h, cfg.band_order, "pywt")
         return torch.tanh(h) if cfg.use_tanh else h

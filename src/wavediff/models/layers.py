@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .conditioning import BlockConditioning
 from .fir import FIRConv2d, downsample_2d, upsample_2d
 from .packed import conv2d as packed_conv2d
 
@@ -235,7 +236,11 @@ class NIN(nn.Module):
 
 
 class AdaptiveGroupNorm(nn.Module):
-    """GroupNorm without affine parameters, then a per-channel scale and shift predicted from the z embedding."""
+    """GroupNorm without affine parameters, then a per-channel scale and shift predicted from the z embedding.
+
+    `style` (a Linear) makes the scale and shift from the z embedding; `forward(x, style)` takes its output
+    (the generator computes every block's before the body runs: models/conditioning.py).
+    """
 
     def __init__(self, channels: int, style_dim: int):
         super().__init__()
@@ -245,8 +250,8 @@ class AdaptiveGroupNorm(nn.Module):
             self.style.bias[:channels] = 1.0
             self.style.bias[channels:] = 0.0
 
-    def forward(self, x: torch.Tensor, zemb: torch.Tensor) -> torch.Tensor:
-        gamma, beta = like_activations(self.style(zemb), x)[:, :, None, None].chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        gamma, beta = like_activations(style, x)[:, :, None, None].chunk(2, dim=1)
         return torch.addcmul(beta, group_norm(x, self.groups, eps=1e-6), gamma)
 
 
@@ -276,6 +281,7 @@ class ResnetBlock(nn.Module):
 
     h = Conv1(act(AdaGN1(Conv0(resample(act(AdaGN0(x)))) + Dense(act(temb)))));
     out = (skip(resample(x)) + h) / sqrt(2).
+    `conditioning(temb, zemb)` computes Dense(act(temb)) and the two AdaGN styles; `forward(x, cond)` takes them.
     """
 
     official_names = {
@@ -319,19 +325,24 @@ class ResnetBlock(nn.Module):
             return downsample_2d(x, self.fir_kernel)
         return x
 
-    def _finish(self, x: torch.Tensor, h: torch.Tensor, temb, zemb) -> torch.Tensor:
+    def conditioning(self, temb: torch.Tensor | None, zemb: torch.Tensor) -> BlockConditioning:
+        """This block's time bias (None without a step embedding) and its two AdaGN styles."""
+        bias = None if temb is None else self.temb_proj(F.silu(temb))
+        return BlockConditioning(bias, self.norm_in.style(zemb), self.norm_out.style(zemb))
+
+    def _finish(self, x: torch.Tensor, h: torch.Tensor, cond: BlockConditioning) -> torch.Tensor:
         """Shared second half: add the time bias, AdaGN, act, dropout, Conv_1, residual sum."""
-        if temb is not None:
-            h = h + like_activations(self.temb_proj(F.silu(temb)), h)[:, :, None, None]
-        h = self.conv_out(self.dropout(F.silu(self.norm_out(h, zemb))))
+        if cond.bias is not None:
+            h = h + like_activations(cond.bias, h)[:, :, None, None]
+        h = self.conv_out(self.dropout(F.silu(self.norm_out(h, cond.style_out))))
         return (x + h) * SQRT_HALF if self.skip_rescale else x + h
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor | None, zemb: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(self._resample(F.silu(self.norm_in(x, zemb))))
+    def forward(self, x: torch.Tensor, cond: BlockConditioning) -> torch.Tensor:
+        h = self.conv_in(self._resample(F.silu(self.norm_in(x, cond.style_in))))
         x = self._resample(x)
         if self.skip is not None:
             x = self.skip(x)
-        return self._finish(x, h, temb, zemb)
+        return self._finish(x, h, cond)
 
 
 class FIRDownsample(nn.Module):

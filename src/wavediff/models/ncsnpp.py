@@ -8,7 +8,8 @@ A U-Net over `len(ch_mult)` resolutions:
             -> output head (GroupNorm, SiLU, conv)
 
 Every res block is conditioned on the step embedding (a bias) and on the
-latent z through adaptive group norm. The module takes and returns the
+latent z through adaptive group norm; `conditioning(t, z)` computes all of it
+before the body runs (`models/conditioning.py`). The module takes and returns the
 tensor exactly as the network sees it (after patchify, in the band order it
 was trained with); `generator.Generator` adapts the outside layout.
 """
@@ -20,6 +21,7 @@ import torch.nn as nn
 
 from ..config import GeneratorConfig
 from ..errors import ConfigError
+from .conditioning import Conditioning
 from .layers import SQRT_HALF, AttnBlock, FIRDownsample, OutputHead, ResnetBlock, TimeEmbedding, ZMapping, conv3x3
 
 
@@ -83,14 +85,39 @@ class MiddleBlock(nn.Module):
         super().__init__()
         self.block1, self.attn, self.block2 = block1, attn, block2
 
-    def forward(self, h, temb, zemb):
-        return self.block2(self.attn(self.block1(h, temb, zemb)), temb, zemb)
+    def forward(self, h: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        return self.block2(self.attn(self.block1(h, cond[self.block1])), cond[self.block2])
 
     def official_order(self) -> list[nn.Module]:
         return [self.block1, self.attn, self.block2]
 
 
-class NCSNpp(nn.Module):
+class UNet(nn.Module):
+    """What the plain and the wavelet NCSN++ share: the conditioning, the body's pass, the authors' order.
+
+    `forward(x, t, z)` = `predict(x, conditioning(t, z))`, in network layout, returning the pre-tanh output.
+    Subclasses build `time_embed`, `z_mapping`, `conv_in`, `encoder`, `middle`, `decoder` and `head`.
+    """
+
+    carries_highs = False  # frequency-aware blocks: each encoder down block hands its high bands to a decoder up block
+
+    def conditioning(self, t: torch.Tensor, z: torch.Tensor) -> Conditioning:
+        """Every res block's time bias and AdaGN styles for steps t [B] and latents z [B, nz]."""
+        temb, zemb = self.time_embed(t), self.z_mapping(z)
+        return Conditioning({m: m.conditioning(temb, zemb) for m in self.modules() if isinstance(m, ResnetBlock)})
+
+    def predict(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        return unet_forward(self, x, cond)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.predict(x, self.conditioning(t, z))
+
+    def official_order(self) -> list[nn.Module]:
+        """Our modules in the order of the authors' flat `all_modules` list (for checkpoint conversion)."""
+        return official_order(self)
+
+
+class NCSNpp(UNet):
     """The plain NCSN++ generator: `forward(x, t, z)` in network layout, returns the pre-tanh output."""
 
     def __init__(self, cfg: GeneratorConfig):
@@ -150,13 +177,6 @@ class NCSNpp(nn.Module):
         self.head = OutputHead(ch, channels)
         self.z_mapping = ZMapping(cfg.nz, cfg.z_emb_dim, cfg.n_mlp)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return unet_forward(self, x, t, z, carries_highs=False)
-
-    def official_order(self) -> list[nn.Module]:
-        """Our modules in the order of the authors' flat `all_modules` list (for checkpoint conversion)."""
-        return official_order(self)
-
 
 def official_order(net: nn.Module) -> list[nn.Module]:
     """Shared walk of NCSN++-shaped networks (also the wavelet one) in the authors' construction order."""
@@ -173,17 +193,13 @@ def official_order(net: nn.Module) -> list[nn.Module]:
     return mods + net.head.official_order()
 
 
-def unet_forward(
-    net: nn.Module, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor, carries_highs: bool
-) -> torch.Tensor:
+def unet_forward(net: UNet, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
     """The NCSN++ U-Net pass shared by the plain and the wavelet generator (pre-tanh output).
 
-    With `carries_highs` (frequency-aware blocks), each encoder down block also
+    With `net.carries_highs` (frequency-aware blocks), each encoder down block also
     returns its high bands, which the matching decoder up block consumes.
     """
-    cfg = net.cfg
-    zemb = net.z_mapping(z)
-    temb = net.time_embed(t)
+    cfg, carries_highs = net.cfg, net.carries_highs
     if not cfg.centered:
         x = 2 * x - 1.0
     pyramid = x
@@ -191,12 +207,12 @@ def unet_forward(
     skips, highs = [h], []
     for level in net.encoder:
         for i, block in enumerate(level.blocks):
-            h = block(h, temb, zemb)
+            h = block(h, cond[block])
             if len(level.attns):
                 h = level.attns[i](h)
             skips.append(h)
         if level.resample is not None:
-            h = level.resample(h, temb, zemb)
+            h = level.resample(h, cond[level.resample])
             if carries_highs:
                 h, hi = h
                 highs.append(hi)
@@ -204,12 +220,13 @@ def unet_forward(
                 merged = level.pyramid(pyramid) + h
                 pyramid = h = merged * SQRT_HALF if cfg.skip_rescale else merged
             skips.append(h)
-    h = net.middle(h, temb, zemb)
+    h = net.middle(h, cond)
     for level in net.decoder:
         for block in level.blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), temb, zemb)
+            h = block(torch.cat([h, skips.pop()], dim=1), cond[block])
         for a in level.attns:
             h = a(h)
         if level.resample is not None:
-            h = level.resample(h, temb, zemb, highs.pop()) if carries_highs else level.resample(h, temb, zemb)
+            up = cond[level.resample]
+            h = level.resample(h, up, highs.pop()) if carries_highs else level.resample(h, up)
     return net.head(h)

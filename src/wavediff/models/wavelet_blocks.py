@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..wavelets import dwt, idwt, reorder_bands
+from .conditioning import BlockConditioning, Conditioning
 from .layers import ResnetBlock, variance_scaling_
 from .ncsnpp import MiddleBlock
 from .packed import conv2d as packed_conv2d
@@ -65,13 +66,13 @@ class WaveletDownBlock(ResnetBlock):
     def __init__(self, in_ch: int, out_ch: int | None = None, **kw):
         super().__init__(in_ch, out_ch, down=True, **kw)
 
-    def forward(self, x: torch.Tensor, temb, zemb) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.conv_in(F.silu(self.norm_in(x, zemb)))
+    def forward(self, x: torch.Tensor, cond: BlockConditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.conv_in(F.silu(self.norm_in(x, cond.style_in)))
         c = h.shape[1]
         bands = dwt(h)  # (LL, P, Q, HH)
         highs = torch.cat([bands[:, 2 * c : 3 * c], bands[:, c : 2 * c], bands[:, 3 * c :]], dim=1)
         x_low = F.avg_pool2d(self.skip(x), 2)  # == LL / 2 of the shortcut; its high bands are unused
-        return self._finish(x_low, bands[:, :c] * 0.5, temb, zemb), highs
+        return self._finish(x_low, bands[:, :c] * 0.5, cond), highs
 
 
 class WaveletUpBlock(ResnetBlock):
@@ -91,12 +92,12 @@ class WaveletUpBlock(ResnetBlock):
         nn.init.zeros_(conv.bias)
         self.high_conv = conv
 
-    def forward(self, x: torch.Tensor, temb, zemb, highs: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(F.silu(self.norm_in(x, zemb)))
+    def forward(self, x: torch.Tensor, cond: BlockConditioning, highs: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(F.silu(self.norm_in(x, cond.style_in)))
         highs = self.high_conv(highs * 0.5) * 2.0
         h = inverse_haar_net_order(2.0 * h, highs)
         x = inverse_haar_net_order(2.0 * self.skip(x), highs)
-        return self._finish(x, h, temb, zemb)
+        return self._finish(x, h, cond)
 
 
 class FrequencyBottleneck(MiddleBlock):
@@ -112,16 +113,16 @@ class FrequencyBottleneck(MiddleBlock):
         self.use_fbn = use_fbn
 
     @staticmethod
-    def _on_low_band(block: nn.Module, h: torch.Tensor, temb, zemb) -> torch.Tensor:
+    def _on_low_band(block: nn.Module, h: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         c = h.shape[1]
         bands = dwt(h)  # (LL, P, Q, HH): the high bands go back unchanged, order needs no swap
-        low = block(bands[:, :c] * 0.5, temb, zemb)
+        low = block(bands[:, :c] * 0.5, cond[block])
         return idwt(torch.cat([low * 2.0, bands[:, c:]], dim=1))
 
-    def forward(self, h, temb, zemb):
+    def forward(self, h: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         if not self.use_fbn:
-            return super().forward(h, temb, zemb)
-        h = self._on_low_band(self.block1, h, temb, zemb)
+            return super().forward(h, cond)
+        h = self._on_low_band(self.block1, h, cond)
         h = self.attn(h)
-        h = self.block2(h, temb, zemb)
-        return self._on_low_band(self.block2, h, temb, zemb)
+        h = self.block2(h, cond[self.block2])
+        return self._on_low_band(self.block2, h, cond)

@@ -15,22 +15,22 @@ Works in the network's own layout; `generator.Generator` adapts the outside one.
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from ..config import GeneratorConfig
 from .layers import AttnBlock, FIRDownsample, OutputHead, ResnetBlock, TimeEmbedding, ZMapping, conv3x3
-from .ncsnpp import Level, check_supported, level_resolutions, official_order, unet_forward
+from .ncsnpp import Level, UNet, check_supported, level_resolutions
 from .wavelet_blocks import FrequencyBottleneck, WaveletDownBlock, WaveletInputPyramid, WaveletUpBlock
 
 
-class WaveletNCSNpp(nn.Module):
+class WaveletNCSNpp(UNet):
     """`forward(x, t, z)` in network layout (12 x patch^2 channels), returns the pre-tanh output."""
 
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()
         check_supported(cfg)
         self.cfg = cfg
+        self.carries_highs = cfg.use_freq
         nf, temb_dim = cfg.nf, 4 * cfg.nf
         channels = cfg.in_channels * cfg.patch_size**2
         res = level_resolutions(cfg)
@@ -93,10 +93,3 @@ class WaveletNCSNpp(nn.Module):
             self.decoder.append(Level(blocks, attns, up))
         self.head = OutputHead(ch, channels)
         self.z_mapping = ZMapping(cfg.nz, cfg.z_emb_dim, cfg.n_mlp)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return unet_forward(self, x, t, z, carries_highs=self.cfg.use_freq)
-
-    def official_order(self) -> list[nn.Module]:
-        """Our modules in the order of the authors' flat `all_modules` list (for checkpoint conversion)."""
-        return official_order(self)

@@ -11,7 +11,7 @@ import io
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,9 +174,10 @@ class Playground:
             draws.append(randn(self._state_shape(1), gens, self.device))
         return draws
 
-    def _run(self, x_init: torch.Tensor, draw: Callable) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    def _run(self, draws: Sequence[torch.Tensor]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """The sampler's steps (t, x_0 predicted, x_t) from draws in `_draws`' order: x_T, then z, noise, z, ..."""
         with torch.no_grad(), self.runner.precision_context():
-            return list(self.diffusion.sample_steps(self.runner.net, x_init, self.cfg.generator.nz, draw))
+            return list(self.runner.steps(draws[0], torch.stack(draws[1::2]), torch.stack(draws[2::2])))
 
     # ------------------------------------------------------------------ views
     def grid(self, seeds: Sequence[int]) -> Result:
@@ -192,8 +193,7 @@ class Playground:
         a, b = self._draws(seed_a), self._draws(seed_b)
         alphas = [i / (frames - 1) for i in range(frames)]
         mixed = [torch.cat([slerp(da[0], db[0], t)[None] for t in alphas]) for da, db in zip(a, b)]
-        queue = iter(mixed[1:])
-        steps = self._run(mixed[0], lambda shape, dtype: next(queue).to(dtype))
+        steps = self._run(mixed)
         images = list(to_uint8(self._to_image(steps[-1][2])))
         seconds = time.perf_counter() - start
         labels = [f"{seed_a}" if t == 0 else f"{seed_b}" if t == 1 else f"{t:.2f}" for t in alphas]
@@ -214,8 +214,7 @@ class Playground:
             return vary == "both" or (vary == "z") == (i % 2 == 1)
 
         mixed = [torch.cat([d[i] if varied(i) else own[i] for d in draws]) for i in range(1, len(own))]
-        queue = iter(mixed)
-        steps = self._run(torch.cat([own[0]] * len(draws)), lambda shape, dtype: next(queue).to(dtype))
+        steps = self._run([torch.cat([own[0]] * len(draws))] + mixed)
         images = list(to_uint8(self._to_image(steps[-1][2])))
         seconds = time.perf_counter() - start
         what = {"both": "latents", "z": "z", "noise": "noise"}[vary]
@@ -224,9 +223,9 @@ class Playground:
 
     def trajectory(self, seed: int) -> Result:
         start = time.perf_counter()
-        gens = [torch.Generator(self.device).manual_seed(seed)]
-        x_T = randn(self._state_shape(1), gens, self.device)
-        steps = self._run(x_T, lambda shape, dtype: randn(shape, gens, self.device, dtype))
+        draws = self._draws(seed)
+        x_T = draws[0]
+        steps = self._run(draws)
         T = self.diffusion.num_timesteps
         states = [to_uint8(self._to_image(x_T))[0]] + [to_uint8(self._to_image(x))[0] for _, _, x in steps]
         preds = [to_uint8(self._to_image(x0))[0] for _, x0, _ in steps]
