@@ -4,6 +4,7 @@ uint8 reader for evaluation (no resizing)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,19 +20,73 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
-def list_images(path: str | Path) -> list[Path]:
-    """Image files under `path`, recursively, sorted by relative path."""
-    root = require_path(str(path), "folder", "a folder of images")
+def _image_root(path: str | Path) -> Path:
+    """`path` as an existing folder. The messages name no command-line flag: `wavediff train --data`,
+    `wavediff fid stats DATA` and `wavediff pr --real` all end up here."""
+    if not str(path):  # Path("") is the current folder, which nobody means
+        raise DataError("no image folder given (an empty path); point it at a folder of images (png, jpg, webp, ...)")
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"'{root}' does not exist; point it at a folder of images (png, jpg, webp, ...)")
     if not root.is_dir():
-        raise DataError(f"'{root}' is not a folder; pass --data a folder of images (png, jpg, webp, ...)")
-    files = sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
+        raise DataError(f"'{root}' is not a folder; point it at a folder of images (png, jpg, webp, ...)")
+    return root
+
+
+def _is_hidden(name: str) -> bool:
+    # ".ipynb_checkpoints", ".git", macOS "._x.png" resource forks: copies or non-images, never data.
+    return name.startswith(".")
+
+
+def _subfolders_and_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The visible subfolders and image files directly in `folder`; both follow symlinks."""
+    folders, images = [], []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if _is_hidden(entry.name):
+                continue
+            if entry.is_dir():  # follows symlinks: a linked-in folder of images is part of the data
+                folders.append(Path(entry.path))
+            elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(Path(entry.path))
+    return sorted(folders), images
+
+
+def _walk_images(root: Path) -> list[Path]:
+    """Image files under `root`, following folder symlinks. Each real folder is read once, so a
+    symlink cycle (a link to a parent) ends, and two links to one folder give no duplicate images;
+    folders are visited in sorted order, so which path of a linked folder is kept is deterministic."""
+    images: list[Path] = []
+    seen: set[Path] = set()
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        real = folder.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            folders, found = _subfolders_and_images(folder)
+        except OSError as e:
+            if folder == root:
+                raise DataError(f"cannot read folder '{root}' ({e.strerror or e}); check its permissions") from None
+            # an unreadable subfolder costs its own images, not the whole dataset
+            log.warning("skipped unreadable folder '%s' (%s)", folder, e.strerror or e)
+            continue
+        images.extend(found)
+        pending.extend(reversed(folders))  # popped from the end: depth-first in sorted order
+    return images
+
+
+def list_images(path: str | Path) -> list[Path]:
+    """Image files under `path`, recursively (following folder symlinks, skipping hidden files and
+    folders), sorted by relative path."""
+    root = _image_root(path)
+    files = sorted(_walk_images(root), key=lambda p: p.relative_to(root).as_posix())
     if not files:
         raise DataError(
-            f"no image files in '{root}' (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
-            f"recursively); pass --data a folder of images"
+            f"no image files in '{root}' (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, recursively, "
+            f"skipping hidden files and folders); point it at a folder of images"
         )
     return files
 
@@ -57,6 +112,8 @@ class ImageFolderDataset(ImageDataset):
     """
 
     def __init__(self, path: str, transform: ImageTransform, limit: int = 0):
+        if not path:  # an unset data.path: base's message names the config key to set
+            require_path(path, "folder", "a folder of images")
         self.root = Path(path).expanduser()
         self.files: list[Path] = []
         self.skipped = 0
@@ -71,7 +128,7 @@ class ImageFolderDataset(ImageDataset):
             if min(w, h) < transform.size:
                 raise DataError(
                     f"image '{file}' is {w}x{h}, smaller than the {transform.size}px training size; "
-                    f"pass --data a folder of images at least {transform.size}px on the shorter side, "
+                    f"use a folder of images at least {transform.size}px on the shorter side, "
                     f"or choose a preset with a smaller image size"
                 )
             self.files.append(file)
@@ -80,7 +137,7 @@ class ImageFolderDataset(ImageDataset):
         if not self.files:
             raise DataError(
                 f"none of the {self.skipped} image files in '{self.root}' could be read "
-                f"(first: {first_error}); pass --data a folder of valid images"
+                f"(first: {first_error}); replace or remove the unreadable files, or use another folder"
             )
         if self.skipped:
             log.warning("skipped %d unreadable image file(s) in '%s' (first: %s)", self.skipped, self.root, first_error)
@@ -96,7 +153,9 @@ class ImageFolderDataset(ImageDataset):
                 if file not in self._warned:
                     self._warned.add(file)
                     log.warning("cannot decode '%s' (%s); using the next image instead", file, e)
-        raise DataError(f"no image in '{self.root}' could be decoded; pass --data a folder of valid images")
+        raise DataError(
+            f"no image in '{self.root}' could be decoded; replace or remove the damaged files, or use another folder"
+        )
 
 
 def iter_image_folder_uint8(path: str | Path, batch_size: int = 500, max_images: int = 0) -> Iterator[np.ndarray]:

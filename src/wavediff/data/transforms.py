@@ -13,10 +13,47 @@ from PIL import Image
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
+# PIL's own conversion of these single-channel modes to "L"/"RGB" clips every value above 255
+# instead of scaling, so a 16-bit PNG comes out almost white and a [0, 1] float TIFF black.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _scale_to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """Pixels of a 16-bit, 32-bit int or float single-channel image as uint8 in [0, 255]."""
+    if mode.startswith("I;16"):
+        # round(v / 257) maps 65535 -> 255 and 257 * k -> k; in integers it is exact (257 is odd: no ties)
+        return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if mode == "I":
+        # 32-bit ints mostly hold 16-bit PNG values (older Pillow opened 16-bit grey PNGs as "I");
+        # anything larger is taken as the full int32 range rather than each image's own maximum,
+        # so that the images of one dataset keep their relative brightness.
+        top = 65535 if pixels.size == 0 or pixels.max() <= 65535 else 2**31 - 1
+        scaled = np.clip(pixels.astype(np.float64), 0, top) * (255 / top)
+    else:  # "F": [0, 1] (most float TIFFs) when nothing exceeds 1, else already on the 0..255 scale
+        pixels = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        peak = pixels.max() if pixels.size else 0.0
+        scaled = pixels * 255 if peak <= 1.0 else pixels
+    return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
+
+
+def _wide_to_8bit(img: Image.Image) -> Image.Image:
+    """A 16/32-bit or float greyscale image as "L", or "LA" when it names a transparent grey value
+    (a 16-bit PNG's tRNS chunk), which must be matched against the unscaled pixels."""
+    pixels = np.asarray(img)
+    grey = Image.fromarray(_scale_to_uint8(pixels, img.mode), "L")
+    key = img.info.get("transparency")
+    if not isinstance(key, (int, float)):
+        return grey
+    alpha = np.where(pixels == key, 0, 255).astype(np.uint8)
+    return Image.merge("LA", (grey, Image.fromarray(alpha, "L")))
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode as 8-bit RGB; transparent pixels are composited over white."""
     if img.mode == "RGB":
         return img
+    if img.mode in _WIDE_MODES:
+        img = _wide_to_8bit(img)
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, (255, 255, 255))
