@@ -45,14 +45,19 @@ def images(tmp_path_factory) -> Path:
     return folder
 
 
-# --- helpers shared by the training, resume and multi-node tests -----------------------------------------------
-def train_cli(capsys, *args) -> tuple[int, str, str]:
-    """`wavediff train ARGS` in this process: (exit code, stdout, stderr)."""
+# --- helpers shared by the CLI, training, resume and multi-node tests -------------------------------------------
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """`wavediff ARGV` in this process: (exit code, stdout, stderr)."""
     from wavediff.cli import main
 
-    rc = main(["train", *map(str, args)])
+    code = main([str(a) for a in argv])
     out = capsys.readouterr()
-    return rc, out.out, out.err
+    return code, out.out, out.err
+
+
+def train_cli(capsys, *args) -> tuple[int, str, str]:
+    """`wavediff train ARGS` in this process: (exit code, stdout, stderr)."""
+    return run_cli(capsys, "train", *args)
 
 
 TRAIN_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # subprocess training runs

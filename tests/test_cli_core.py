@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 import wavediff
-from conftest import FIXTURES
+from conftest import FIXTURES, run_cli
 from wavediff.checkpoints.io import atomic_write, load_generator, save_generator
 from wavediff.cli import main
 from wavediff.errors import CheckpointError
@@ -15,12 +15,6 @@ from wavediff.wavelets import reorder_bands
 
 NETG = FIXTURES / "tiny_wavelet_netG.pth"
 ARGS = FIXTURES / "tiny_wavelet_config.json"
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import torch.nn as nn
 from ..config import ExperimentConfig
 from ..errors import CheckpointError, ConfigError
 from ..presets import get_preset
-from .io import load_generator_checkpoint, load_state_strict, run_generator, save_generator
+from .io import FORMAT, load_generator_checkpoint, load_state_strict, run_generator, save_generator
 from .official import official_args_to_config, read_official_state_dict, require_ch_mult
 
 OfficialArgs = Mapping[str, Any] | str | os.PathLike
@@ -62,6 +62,11 @@ def convert_official_checkpoint(
     official_args: OfficialArgs | None = None,
 ) -> tuple[Path, ExperimentConfig, int]:
     """Convert a released generator into our self-describing safetensors file."""
+    if is_wavediff_checkpoint(path):  # before the description: for our file it is beside the point
+        raise CheckpointError(
+            f"{path} is already a wavediff checkpoint (converted or trained) that holds its own config; "
+            f"there is nothing to convert: use it directly, e.g. `wavediff sample {path}`"
+        )
     cfg = resolve_official_config(preset, official_args)
     generator = load_official_generator_with_config(path, cfg)
     n_params = sum(p.numel() for p in generator.parameters())
@@ -97,8 +102,25 @@ def load_any_generator(
             f"{path} looks like the authors' checkpoint: add --preset NAME or --official-args "
             f"ARGS.json (or convert it once with `wavediff convert-official`)"
         )
+    if is_wavediff_checkpoint(path):
+        # Otherwise the description would be applied to our tensor names and fail with a misleading key error.
+        raise ConfigError(
+            f"{path} is already a wavediff checkpoint that describes itself (its config is inside); "
+            f"drop --preset/--official-args"
+        )
     cfg = resolve_official_config(preset, official_args)
     return load_official_generator_with_config(path, cfg, device), cfg
+
+
+def is_wavediff_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a safetensors file carrying our format marker; reads only its header, whatever its name."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except Exception:  # noqa: BLE001 - anything unreadable as safetensors (the authors' .pth) is not ours
+        return False
 
 
 def _refuse_training_state(path: str | os.PathLike) -> None:
