@@ -13,7 +13,11 @@ def add_arguments(p):
     )
     p.add_argument("--preset", help="for the authors' .pth: the paper preset it belongs to")
     p.add_argument("--official-args", metavar="ARGS.json", help="for the authors' .pth: their training arguments")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on, IPv4 or IPv6 (default 127.0.0.1: this machine only; ::1 for IPv6)",
+    )
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument(
@@ -40,7 +44,7 @@ def run(args) -> int:
     try:
         generator, cfg = load_any_generator(path, preset=args.preset, official_args=args.official_args, device=device)
         server.playground = Playground(generator, cfg, device, args.precision, source=path.name)
-        if args.host not in ("127.0.0.1", "localhost", "::1"):
+        if not server.loopback_only:  # the bound address: localhost, 127.0.0.2, ::1 and [::1] are all local
             print(
                 f"note: listening on {args.host}: anyone who can reach this port can use the playground",
                 file=sys.stderr,

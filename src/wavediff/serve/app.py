@@ -1,9 +1,9 @@
 """The playground's HTTP server: the standard library's ThreadingHTTPServer, one static page, a JSON API.
 
-Routes (GET only): `/` the page; `/api/info`; `/api/grid?seeds=0-15`; `/api/interpolate?a=0&b=1&n=8`;
+Routes (GET): `/` the page; `/api/info`; `/api/grid?seeds=0-15`; `/api/interpolate?a=0&b=1&n=8`;
 `/api/variations?seed=0&others=1-7&vary=both`; `/api/trajectory?seed=0`. The four views answer JSON (PNG data
-URLs, labels, seconds) or, with
-`&format=png`, one PNG of the whole view for download. Nothing in a request names a file: the page
+URLs, labels, seconds) or, with `&format=png`, one PNG of the whole view for download. HEAD gets the page's
+headers, and 405 on the API: a HEAD must never start a generation. Nothing in a request names a file: the page
 is read from this package and the checkpoint was chosen on the command line.
 
 Generation runs on a single worker thread behind a bounded queue (`MAX_PENDING` requests), so one
@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import base64
 import errno
+import ipaddress
 import json
+import re
+import socket
 import sys
 import threading
 import time
@@ -25,9 +28,14 @@ from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, WaveDiffError
-from .generation import MAX_IMAGES, VARY, Playground, Result, bounded_seeds, mosaic, one_seed, png_bytes
+from .generation import MAX_IMAGES, MAX_SEED, VARY, Playground, Result, bounded_seeds, mosaic, png_bytes
 
 MAX_PENDING = 8  # queued or running generations; more get 503 "busy"
+PAGE_PATHS = ("/", "/index.html")
+# ASCII digits only: str.isdigit() and int() also take other scripts' digits ('²' passes isdigit() but fails int(),
+# int('٣') is 3), and int() refuses more than 4300 digits. 30 digits is past MAX_SEED, so the range check decides.
+_DIGITS = re.compile(r"[0-9]{1,30}")
+_ASCII_SPACE = " \t\r\n\f\v"  # str.strip() alone would also drop other scripts' spaces
 
 
 class Busy(Exception):
@@ -63,6 +71,62 @@ def _param(query: dict, name: str, default: str) -> str:
     return values[0] if values else default
 
 
+def _integer(query: dict, name: str, default: str, what: str, lo: int, hi: int, hint: str = "") -> int:
+    """One integer from lo to hi, written with the ASCII digits 0-9 (no sign: no parameter takes negatives)."""
+    text = _param(query, name, default).strip(_ASCII_SPACE)
+    if not _DIGITS.fullmatch(text) or not lo <= int(text) <= hi:
+        raise ConfigError(f"bad {what} {text[:40]!r}; {hint or f'give one integer from {lo} to {hi}'}")
+    return int(text)
+
+
+def _seed(query: dict, name: str, default: str, what: str = "seed") -> int:
+    return _integer(query, name, default, what, 0, MAX_SEED)
+
+
+def _seed_list(query: dict, name: str, default: str, limit: int = MAX_IMAGES) -> list[int]:
+    """`bounded_seeds`, after refusing non-ASCII text: its pattern's digits and spaces include other scripts'."""
+    text = _param(query, name, default)
+    if not text.isascii():
+        raise ConfigError(f"bad seed list {text[:40]!r}; write seeds with the digits 0-9, e.g. 0-15 or 1,5,7-9")
+    return bounded_seeds(text, limit)
+
+
+# The views: each validates its query and returns (download name, Playground method, its arguments), so a bad
+# request is answered 400 before anything is queued.
+def _grid(pg: Playground, query: dict):
+    seeds = _seed_list(query, "seeds", "0-15")
+    return f"seeds_{seeds[0]}-{seeds[-1]}", pg.grid, (seeds,)
+
+
+def _interpolate(pg: Playground, query: dict):
+    a, b = _seed(query, "a", "0", "seed a"), _seed(query, "b", "1", "seed b")
+    n = _integer(query, "n", "8", "frame count", 2, MAX_IMAGES, f"ask for 2 to {MAX_IMAGES} frames")
+    return f"interpolation_{a}_{b}", pg.interpolation, (a, b, n)
+
+
+def _variations(pg: Playground, query: dict):
+    seed = _seed(query, "seed", "0")
+    others = _seed_list(query, "others", "1-7", limit=MAX_IMAGES - 1)
+    vary = _param(query, "vary", "both")
+    if vary not in VARY:
+        raise ConfigError(f"bad vary {vary[:20]!r}; use one of {', '.join(VARY)}")
+    return f"variations_{seed}_{vary}", pg.variations, (seed, others, vary)
+
+
+def _trajectory(pg: Playground, query: dict):
+    seed = _seed(query, "seed", "0")
+    return f"trajectory_{seed}", pg.trajectory, (seed,)
+
+
+VIEWS = {
+    "/api/grid": _grid,
+    "/api/interpolate": _interpolate,
+    "/api/variations": _variations,
+    "/api/trajectory": _trajectory,
+}
+API_PATHS = ("/api/info", *VIEWS)
+
+
 def _result_json(result: Result, queued: float) -> dict:
     images = [
         {"label": label, "png": "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode("ascii")}
@@ -71,11 +135,29 @@ def _result_json(result: Result, queued: float) -> dict:
     return {"images": images, "seconds": round(result.seconds, 4), "queued_seconds": round(queued, 4), **result.extra}
 
 
+def family_for_host(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 host (a literal such as ::1, or a name with IPv6 addresses only), else AF_INET.
+
+    ThreadingHTTPServer's sockets are AF_INET, which cannot bind ::1. A name with an IPv4 address (localhost)
+    keeps IPv4, as before; an unknown name raises socket.gaierror here, which `bind` reports in one line.
+    """
+    if not host:  # '' is every IPv4 interface, which getaddrinfo does not take
+        return socket.AF_INET
+    families = {info[0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)}
+    return socket.AF_INET6 if families == {socket.AF_INET6} else socket.AF_INET
+
+
+def _host_port(host: str, port: int) -> str:
+    """host:port as a URL writes it: IPv6 addresses in brackets, their zone's '%' escaped."""
+    return f"[{host.replace('%', '%25')}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class PlaygroundServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False  # a busy port must fail, not be shared
 
     def __init__(self, address: tuple[str, int], playground: Playground | None = None, quiet: bool = False):
+        self.address_family = family_for_host(address[0])  # read by TCPServer.__init__ when it makes the socket
         self.playground = playground
         self.queue = GenerationQueue()
         self.quiet = quiet
@@ -84,8 +166,15 @@ class PlaygroundServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{_host_port(*self.server_address[:2])}/"
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether only this machine can connect (the bound address, so 'localhost' and ::1 count too)."""
+        try:
+            return ipaddress.ip_address(self.server_address[0]).is_loopback
+        except ValueError:
+            return False
 
     def server_close(self) -> None:
         self.queue.shutdown()
@@ -96,14 +185,19 @@ def bind(host: str, port: int, quiet: bool = False) -> PlaygroundServer:
     """Listen on host:port (0: any free port), with a one-line error when that is impossible."""
     if not 0 <= port <= 65535:
         raise ConfigError(f"bad port {port}; use 1-65535, or 0 for any free port")
+    if host.startswith("[") and host.endswith("]"):  # [::1], as URLs write IPv6 addresses
+        host = host[1:-1]
+    where = _host_port(host, port)
     try:
         return PlaygroundServer((host, port), quiet=quiet)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise ConfigError(f"port {port} on {host} is already in use; pass another --port (or 0 for any)") from None
         if e.errno == errno.EACCES:
-            raise ConfigError(f"no permission to listen on {host}:{port}; use a port above 1023") from None
-        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}); check --host and --port") from None
+            raise ConfigError(f"no permission to listen on {where}; use a port above 1023") from None
+        raise ConfigError(f"cannot listen on {where} ({e.strerror or e}); check --host and --port") from None
+    except ValueError as e:  # names the resolver cannot even encode: a NUL, an over-long label (UnicodeError)
+        raise ConfigError(f"cannot listen on {where} (not a host name: {e}); check --host") from None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -126,24 +220,42 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, obj: dict) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json")
+    def _json(self, status: int, obj: dict, extra: dict | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json", extra)
+
+    def _not_found(self, path: str) -> None:
+        self._json(404, {"error": f"no page {path[:60]!r}; open / for the playground"})
+
+    def _target(self) -> tuple[str, dict]:
+        """The request's path and query. urlsplit raises ValueError on targets such as 'http://[x/'."""
+        try:
+            url = urlsplit(self.path)
+        except ValueError:
+            raise ConfigError(f"bad request target {self.path[:60]!r}") from None
+        return url.path, parse_qs(url.query, keep_blank_values=True)
 
     def do_HEAD(self):
-        self.do_GET()
+        """Headers only, and never a generation: the page as GET sends it; the API answers 405 (GET only)."""
+        try:
+            path, _ = self._target()
+        except WaveDiffError as e:
+            return self._json(400, {"error": str(e)})
+        if path in PAGE_PATHS:
+            return self._send(200, self.server.page, "text/html; charset=utf-8")
+        if path in API_PATHS:
+            return self._json(405, {"error": f"{path} answers GET only"}, {"Allow": "GET"})
+        return self._not_found(path)
 
     def do_GET(self):
-        url = urlsplit(self.path)
-        query = parse_qs(url.query, keep_blank_values=True)
         try:
-            if url.path in ("/", "/index.html"):
+            path, query = self._target()
+            if path in PAGE_PATHS:
                 return self._send(200, self.server.page, "text/html; charset=utf-8")
-            if url.path == "/api/info":
+            if path == "/api/info":
                 return self._json(200, self.server.playground.info())
-            view = self._view(url.path, query)
-            if view is None:
-                return self._json(404, {"error": f"no page {url.path[:60]!r}; open / for the playground"})
-            name, fn, args = view
+            if path not in VIEWS:
+                return self._not_found(path)
+            name, fn, args = VIEWS[path](self.server.playground, query)
             fmt = _param(query, "format", "json")
             if fmt not in ("json", "png"):
                 raise ConfigError(f"bad format {fmt[:20]!r}; use json or png")
@@ -162,27 +274,3 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # keep serving; the traceback goes to the server's log
             traceback.print_exc()
             return self._json(500, {"error": f"internal error ({type(e).__name__}: {str(e)[:200]}); see the log"})
-
-    def _view(self, path: str, query: dict):
-        """(name, callable, args) for a view route, after validating its parameters; None if unknown."""
-        pg = self.server.playground
-        if path == "/api/grid":
-            seeds = bounded_seeds(_param(query, "seeds", "0-15"))
-            return f"seeds_{seeds[0]}-{seeds[-1]}", pg.grid, (seeds,)
-        if path == "/api/interpolate":
-            a, b = one_seed(_param(query, "a", "0"), "seed a"), one_seed(_param(query, "b", "1"), "seed b")
-            n_text = _param(query, "n", "8")
-            if not n_text.strip().isdigit() or not 2 <= int(n_text) <= MAX_IMAGES:
-                raise ConfigError(f"bad frame count {n_text[:20]!r}; ask for 2 to {MAX_IMAGES} frames")
-            return f"interpolation_{a}_{b}", pg.interpolation, (a, b, int(n_text))
-        if path == "/api/variations":
-            seed = one_seed(_param(query, "seed", "0"))
-            others = bounded_seeds(_param(query, "others", "1-7"), limit=MAX_IMAGES - 1)
-            vary = _param(query, "vary", "both")
-            if vary not in VARY:
-                raise ConfigError(f"bad vary {vary[:20]!r}; use one of {', '.join(VARY)}")
-            return f"variations_{seed}_{vary}", pg.variations, (seed, others, vary)
-        if path == "/api/trajectory":
-            seed = one_seed(_param(query, "seed", "0"))
-            return f"trajectory_{seed}", pg.trajectory, (seed,)
-        return None

@@ -24,15 +24,14 @@ from ..config import ExperimentConfig
 from ..diffusion import VPDiffusion, randn
 from ..errors import CheckpointError, ConfigError
 from ..fastpath import FastPath, SamplerRunner
-from ..sampling import parse_seeds, resolve_precision, sample, to_uint8
+from ..sampling import MAX_SEED, parse_seeds, resolve_precision, sample, to_uint8
 from ..wavelets import dwt_bands, wavelet_to_image
 
 MAX_IMAGES = 64  # per request
-MAX_SEED = 2**63 - 1
 BAND_NAMES = ("LL", "LH", "HL", "HH")
 MAX_DETAIL_GAIN = 20.0  # detail bands are stretched to fill [-1, 1], by at most this factor
 VARY = ("both", "z", "noise")  # what latent variations take from the other seeds
-_SEEDS_RE = re.compile(r"^\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*$")
+_SEEDS_RE = re.compile(r"^\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*$", re.ASCII)
 
 
 def bounded_seeds(text: str, limit: int = MAX_IMAGES) -> list[int]:
@@ -52,13 +51,6 @@ def bounded_seeds(text: str, limit: int = MAX_IMAGES) -> list[int]:
         if count > limit:
             raise ConfigError(f"seed list {text[:40]!r} asks for more than {limit} images; ask for at most {limit}")
     return parse_seeds(text)
-
-
-def one_seed(text: str, what: str = "seed") -> int:
-    text = (text or "").strip()
-    if not text.isdigit() or int(text) > MAX_SEED:
-        raise ConfigError(f"bad {what} {text[:40]!r}; give one integer from 0 to {MAX_SEED}")
-    return int(text)
 
 
 def resolve_checkpoint(arg: str | None, default_run: str = "runs/demo") -> Path:

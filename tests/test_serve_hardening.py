@@ -1,0 +1,230 @@
+"""`wavediff serve` against hostile or unusual requests: strict numbers, IPv6 hosts, HEAD without generation.
+
+Most tests serve a stand-in playground that records the views asked for (no model), so they show what the
+HTTP layer passes on, and that a rejected request never reaches the generator.
+"""
+
+import contextlib
+import http.client
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES
+from wavediff.cli import main
+from wavediff.errors import ConfigError
+from wavediff.serve import bind
+from wavediff.serve.app import PlaygroundServer, family_for_host
+from wavediff.serve.generation import MAX_SEED, Result
+
+
+class RecordingPlayground:
+    """Stands in for Playground: records each view's arguments and answers one black tile."""
+
+    def __init__(self):
+        self.calls = []
+
+    def info(self):
+        return {"checkpoint": "stand-in"}
+
+    def _answer(self, *call):
+        self.calls.append(call)
+        tile = np.zeros((4, 4, 3), np.uint8)
+        return Result([tile], ["tile"], [[tile]], 0.0, {})
+
+    def grid(self, seeds):
+        return self._answer("grid", seeds)
+
+    def interpolation(self, seed_a, seed_b, frames):
+        return self._answer("interpolation", seed_a, seed_b, frames)
+
+    def variations(self, seed, others, vary):
+        return self._answer("variations", seed, others, vary)
+
+    def trajectory(self, seed):
+        return self._answer("trajectory", seed)
+
+
+@contextlib.contextmanager
+def serving(host):
+    """A PlaygroundServer on host, any free port, with a RecordingPlayground (as test_serve's `server`)."""
+    srv = bind(host, 0, quiet=True)
+    srv.playground = RecordingPlayground()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture
+def server():
+    with serving("127.0.0.1") as srv:
+        yield srv
+
+
+def get(srv, path):
+    try:
+        with urllib.request.urlopen(srv.url.rstrip("/") + path, timeout=30) as r:
+            return r.status, r.headers.get("Content-Type"), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read()
+
+
+def ipv6_loopback_or_skip():
+    if not socket.has_ipv6:
+        pytest.skip("this Python was built without IPv6 (socket.has_ipv6 is False)")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        pytest.skip(f"this machine cannot bind the IPv6 loopback ::1 ({e})")
+
+
+# --- 1. numbers in the query: ASCII digits only, else a one-line 400 -------------------------------------------
+
+LONG = "1" * 5000  # more digits than int() converts (4300): a ValueError, so a 500, if it ever reached int()
+
+
+@pytest.mark.parametrize(
+    "path,needle",
+    [
+        ("/api/trajectory?seed=%C2%B2", "bad seed"),  # '²': str.isdigit() is True, int() fails
+        ("/api/variations?seed=%C2%B2", "bad seed"),
+        ("/api/interpolate?a=%D9%A3", "bad seed a"),  # Arabic-Indic 3: int() would read 3
+        ("/api/interpolate?b=%EF%BC%93", "bad seed b"),  # fullwidth 3
+        ("/api/interpolate?n=%C2%B2", "2 to 64 frames"),
+        ("/api/interpolate?n=%D9%A3", "2 to 64 frames"),
+        ("/api/interpolate?n=-3", "2 to 64 frames"),
+        ("/api/interpolate?n=" + LONG, "2 to 64 frames"),
+        ("/api/trajectory?seed=" + LONG, "bad seed"),
+        (f"/api/trajectory?seed={MAX_SEED + 1}", "bad seed"),
+        ("/api/trajectory?seed=-1", "bad seed"),
+        ("/api/trajectory?seed=%2B5", "bad seed"),  # '+5': int() takes a sign
+        ("/api/trajectory?seed=1_0", "bad seed"),  # int() takes underscores
+        ("/api/trajectory?seed=%E2%80%837", "bad seed"),  # an em space: str.strip() would drop it
+        ("/api/trajectory?seed=", "bad seed"),
+        ("/api/grid?seeds=%D9%A3", "bad seed list"),  # the seed-list pattern's \d matches it; int() reads 3
+        ("/api/grid?seeds=0-%EF%BC%93", "bad seed list"),
+        ("/api/grid?seeds=%C2%B2", "bad seed list"),
+        ("/api/variations?seed=0&others=1,%D9%A3", "bad seed list"),
+    ],
+)
+def test_numbers_must_be_ascii_digits_or_the_answer_is_a_one_line_400(server, capsys, path, needle):
+    status, ctype, body = get(server, path)
+    error = json.loads(body)["error"]
+    assert (status, ctype) == (400, "application/json") and needle in error and "\n" not in error, error
+    assert server.playground.calls == []  # refused before anything was queued
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_ascii_numbers_with_spaces_still_reach_the_views(server):
+    for path in [
+        f"/api/interpolate?a=%207&b={MAX_SEED}&n=%0964%20",
+        "/api/grid?seeds=%200-2,%205",
+        "/api/trajectory?seed=007",
+        "/api/variations?seed=3&others=4-5&vary=z",
+    ]:
+        assert get(server, path)[0] == 200, path
+    assert server.playground.calls == [
+        ("interpolation", 7, MAX_SEED, 64),
+        ("grid", [0, 1, 2, 5]),
+        ("trajectory", 7),
+        ("variations", 3, [4, 5], "z"),
+    ]
+
+
+def test_an_unparsable_request_target_is_a_400_not_a_dropped_connection(server, capsys):
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.sendall(b"GET http://[x/api/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and "bad request target" in json.loads(body)["error"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# --- 2. IPv6 hosts ----------------------------------------------------------------------------------------------
+
+
+def test_family_for_host():
+    assert family_for_host("127.0.0.1") == socket.AF_INET and family_for_host("") == socket.AF_INET
+    assert family_for_host("::1") == socket.AF_INET6 and family_for_host("::") == socket.AF_INET6
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_serves_on_the_ipv6_loopback(host):
+    ipv6_loopback_or_skip()
+    with serving(host) as srv:
+        assert srv.address_family == socket.AF_INET6 and srv.loopback_only
+        assert srv.url.startswith("http://[::1]:")
+        status, ctype, body = get(srv, "/api/info")
+        assert (status, ctype) == (200, "application/json") and json.loads(body)["checkpoint"] == "stand-in"
+
+
+def test_ipv6_errors_stay_one_line():
+    ipv6_loopback_or_skip()
+    busy = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        busy.bind(("::1", 0))
+        busy.listen(1)
+        with pytest.raises(ConfigError, match="already in use") as e:
+            bind("::1", busy.getsockname()[1])
+        assert "\n" not in str(e.value)
+    finally:
+        busy.close()
+
+
+def test_unknown_hosts_are_a_one_line_error():
+    with pytest.raises(ConfigError, match="cannot listen on") as e:
+        bind("a" * 64, 0)  # a DNS label over 63 characters: the resolver refuses it (UnicodeError), offline
+    assert "\n" not in str(e.value)
+
+
+def test_serve_command_on_ipv6_prints_a_bracketed_url_and_no_exposure_note(capsys, monkeypatch):
+    ipv6_loopback_or_skip()
+
+    def interrupted(self):
+        assert self.address_family == socket.AF_INET6 and self.server_address[0] == "::1"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PlaygroundServer, "serve_forever", interrupted)
+    argv = ["serve", FIXTURES / "tiny_wavelet_netG.pth", "--official-args", FIXTURES / "tiny_wavelet_config.json"]
+    code = main([str(a) for a in argv] + ["--host", "::1", "--port", "0", "--precision", "fp32"])
+    out, err = capsys.readouterr()
+    assert code == 0 and " at http://[::1]:" in out and err.strip() == "stopped"  # ::1 is local: no note
+
+
+# --- 3. HEAD never generates ------------------------------------------------------------------------------------
+
+
+def test_head_answers_headers_only_and_never_generates(server):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=30)  # one kept-alive connection for every request
+    try:
+        conn.request("HEAD", "/")
+        r = conn.getresponse()
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/html") and r.read() == b""
+        assert int(r.headers["Content-Length"]) == len(server.page)
+        for path in ["/api/grid?seeds=0-63", "/api/grid?seeds=0-3&format=png", "/api/trajectory?seed=1", "/api/info"]:
+            conn.request("HEAD", path)
+            r = conn.getresponse()
+            assert (r.status, r.headers["Allow"], r.read()) == (405, "GET", b""), path
+        conn.request("HEAD", "/nope")
+        r = conn.getresponse()
+        assert r.status == 404 and r.read() == b""
+        conn.request("GET", "/api/info")  # the connection still frames responses correctly after the HEADs
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["checkpoint"] == "stand-in"
+    finally:
+        conn.close()
+    assert server.playground.calls == []
