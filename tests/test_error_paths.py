@@ -102,8 +102,8 @@ CASES: dict[str, tuple[str, str, str | None]] = {
         "data.num_workers must be >= 0",
         "r",
     ),
-    "sample_n_0": ("sample {gen} --n 0 --out {out}/g.png", "--n must be >= 1, got 0", "g.png"),
-    "sample_n_neg": ("sample {gen} --n -3 --out {out}/g.png", "--n must be >= 1, got -3", "g.png"),
+    "sample_n_0": ("sample {gen} --n 0 --out {out}/g.png", "--n must be from 1 to 10,000,000, got 0", "g.png"),
+    "sample_n_neg": ("sample {gen} --n -3 --out {out}/g.png", "--n must be from 1 to 10,000,000, got -3", "g.png"),
     "sample_batch_0": ("sample {gen} --n 2 --batch 0 --out {out}/g.png", "--batch must be >= 1", "g.png"),
     "fid_compute_n_0": ("fid compute {imgs} --ref {ref} --dims 64 --n 0", "--n must be >= 1", None),
     "fid_compute_batch_neg": ("fid compute {imgs} --ref {ref} --dims 64 --batch -1", "--batch must be >= 1", None),
@@ -149,6 +149,65 @@ CASES: dict[str, tuple[str, str, str | None]] = {
     "pr_npz_no_images": ("pr {noimg} --real {imgs} --vgg16 {out}/v.pt", "has no array 'images'", None),
     "fid_stats_npz_no_images": ("fid stats {noimg} -o {out}/r.npz", "has no array 'images'", "r.npz"),
     "presets_unknown": ("presets cifar100", "unknown preset 'cifar100'", None),
+    # numbers outside what they can mean (checked by --dry-run too, before anything is written)
+    "train_seed_negative": ("train --preset tiny --data {imgs} --out {out}/r --seed -1", "train.seed=-1", "r"),
+    "train_seed_huge": (
+        "train --preset tiny --data {imgs} --out {out}/r --seed 99999999999999999999",
+        "train.seed",
+        "r",
+    ),
+    "train_lr_nan": ("train --preset tiny --data {imgs} --out {out}/r --set train.lr_g=nan", "train.lr_g=nan", "r"),
+    "train_lr_negative": ("train --preset tiny --data {imgs} --out {out}/r --set train.lr_d=-1", "train.lr_d=-1", "r"),
+    "train_beta": (
+        "train --preset tiny --data {imgs} --out {out}/r --dry-run --set train.beta1=5",
+        "train.beta1",
+        None,
+    ),
+    "train_dropout": ("train --preset tiny --data {imgs} --out {out}/r --set generator.dropout=2", "dropout", "r"),
+    "train_nf_0": ("train --preset tiny --data {imgs} --out {out}/r --set generator.nf=0", "generator.nf=0", "r"),
+    "train_T_0": (
+        "train --preset tiny --data {imgs} --out {out}/r --set diffusion.num_timesteps=0",
+        "num_timesteps",
+        "r",
+    ),
+    "train_beta_min": ("train --preset tiny --data {imgs} --out {out}/r --set diffusion.beta_min=-5", "beta_min", "r"),
+    "train_r1": ("train --preset tiny --data {imgs} --out {out}/r --set train.r1_gamma=-1", "r1_gamma", "r"),
+    "train_section": (
+        "train --preset tiny --data {imgs} --out {out}/r --set train=5",
+        "'train' is a config section",
+        "r",
+    ),
+    "train_precision_dry": (
+        "train --preset tiny --data {imgs} --out {out}/r --dry-run --set train.precision=fp16",
+        "fp32 or bf16",
+        None,
+    ),
+    # data that is not what the preset reads
+    "train_cifar_in_images": (
+        "train --preset cifar10 --data {imgs} --out {out}/r",
+        "holds image files.*--dataset folder",
+        "r",
+    ),
+    "train_digits_path": ("train --preset digits --data {out}/nowhere --out {out}/r", "digits dataset is bundled", "r"),
+    "fid_stats_cifar_in_images": ("fid stats {imgs} --preset cifar10 -o {out}/r.npz", "holds image files", "r.npz"),
+    "train_out_in_data": ("train --preset tiny --data {imgs} --out {imgs}/run", "inside the image folder", None),
+    # seeds and outputs of `sample`
+    "sample_seed_negative": ("sample {gen} --seeds=-3-5 --out {out}/s", "seeds are integers >= 0", "s"),
+    "sample_seed_huge": ("sample {gen} --seeds 99999999999999999999 --out {out}/s", "above 2.63 - 1", "s"),
+    "sample_seed_many": ("sample {gen} --seeds 0-10000000000 --out {out}/s", "at most 10,000,000", "s"),
+    "sample_n_many": ("sample {gen} --n 10000000000 --out {out}/s", "--n must be from 1", "s"),
+    "sample_out_npy": ("sample {gen} --n 2 --out {out}/x.npy", "not an output format", "x.npy"),
+    "load_state_as_generator": ("bench {state} --runs 1", "training state", None),
+    # sampler options where nothing is sampled, and bench's inputs
+    "fid_folder_compile": (
+        "fid compute {imgs} --ref {ref} --dims 64 --compile",
+        "--compile applies to checkpoints",
+        None,
+    ),
+    "fid_folder_precision": ("fid compute {imgs} --ref {ref} --dims 64 --precision bf16", "--precision applies", None),
+    "bench_json_unwritable": ("bench --preset tiny --runs 1 --json {unwritable}/b.json", "cannot write", None),
+    "bench_nothing": ("bench --runs 1", "say what to time", None),
+    "bench_args_alone": ("bench --preset tiny --official-args {args} --runs 1", "give the .pth", None),
 }
 
 

@@ -183,8 +183,11 @@ def test_training_turns_on_cudnn_autotuning_only_on_cuda(monkeypatch):
 
 def test_resumable_config_changes():
     a = get_preset("tiny").to_dict()
-    b = get_preset("tiny").override(["train.steps=9", "train.checkpoint_every=3", "train.lr_g=1e-3"]).to_dict()
-    assert config_differences(a, b) == ["train.lr_g: 0.00016 -> 0.001"]
+    b = get_preset("tiny").override(["train.steps=9", "train.checkpoint_every=3", "train.beta1=0.6"]).to_dict()
+    assert config_differences(a, b) == ["train.beta1: 0.5 -> 0.6"]
+    # what a diverged run is resumed with: lower learning rates, another precision
+    c = get_preset("tiny").override(["train.lr_g=1e-5", "train.lr_d=1e-5", "train.precision=bf16"]).to_dict()
+    assert config_differences(a, c) == []
     # a run saved before a field existed resumes when the field keeps its default, not when it is set
     older = copy.deepcopy(a)
     del older["train"]["t_weights"]
@@ -370,11 +373,13 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
     base = ["--preset", "tiny", "--data", str(images), "--out", str(run), "--steps", "2"]
     if case in ("existing_run", "other_config"):
         assert train_cli(capsys, *base)[0] == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
     args = {
         "existing_run": base,
-        "other_config": base + ["--resume", "auto", "--set", "train.lr_d=1e-3", "--seed", "5"],
+        "other_config": base + ["--resume", "auto", "--set", "train.beta2=0.95", "--seed", "5"],
         "missing_data": ["--preset", "tiny", "--data", str(tmp_path / "nope"), "--out", str(run)],
-        "empty_data": ["--preset", "tiny", "--data", str(tmp_path), "--out", str(run)],
+        "empty_data": ["--preset", "tiny", "--data", str(empty), "--out", str(run)],
         "unknown_preset": ["--preset", "cifar11", "--out", str(run)],
         "no_preset": ["--out", str(run)],
         "corrupt_state": base + ["--resume", str(images / "00.png")],
@@ -384,7 +389,7 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
     rc, _, err = train_cli(capsys, *args)
     expected = {
         "existing_run": "already holds a run.*--resume auto",
-        "other_config": "different config.*train.lr_d: 0.000125 -> 0.001; train.seed: 1024 -> 5",
+        "other_config": "different config.*train.beta2: 0.9 -> 0.95; train.seed: 1024 -> 5",
         "missing_data": "does not exist",
         "empty_data": "no image files",
         "unknown_preset": "unknown preset",

@@ -187,6 +187,10 @@ def _assign(d: dict, key: str, value) -> None:
     leaf = parts[-1]
     if leaf not in node:
         raise ConfigError(f"unknown config field {key!r}; fields here are: {', '.join(node)}")
+    if isinstance(node[leaf], dict):
+        raise ConfigError(
+            f"{key!r} is a config section, not a field; set one of its fields, e.g. {key}.{next(iter(node[leaf]))}=..."
+        )
     node[leaf] = _coerce(value, node[leaf], key) if isinstance(value, str) else value
 
 

@@ -19,26 +19,32 @@ from .config import ExperimentConfig
 from .errors import ConfigError
 from .fastpath import PRECISIONS, FastPath, SamplerRunner, autocast, resolve_precision  # noqa: F401 (re-exported)
 
+MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes without wrapping around
+MAX_SEEDS = 10_000_000  # per command: 200x the paper's 50k samples, still a small list in memory
+
 
 def parse_seeds(text: str) -> list[int]:
-    """'0-99' -> 0..99 inclusive; '1,5,7-9' -> [1, 5, 7, 8, 9]."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else part[1:].split("-", 1)
-                lo_i, hi_i = int(lo), int(hi)
-                if hi_i < lo_i:
-                    raise ValueError
-                seeds.extend(range(lo_i, hi_i + 1))
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise ConfigError(f"bad seed list {text!r}; write e.g. 0-49999 or 1,5,7-9") from None
-    if not seeds:
+    """'0-99' -> 0..99 inclusive; '1,5,7-9' -> [1, 5, 7, 8, 9]. Seeds are integers 0 .. 2^63 - 1."""
+    ranges: list[tuple[int, int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = (x.strip() for x in part.partition("-"))
+        if not (lo.isascii() and lo.isdigit() and (not sep or (hi.isascii() and hi.isdigit()))):
+            raise ConfigError(
+                f"bad seed list {text!r} at {part!r}; seeds are integers >= 0: write e.g. 0-49999 or 1,5,7-9"
+            )
+        first, last = int(lo), int(hi if sep else lo)
+        if last < first or last > MAX_SEED:
+            why = f"{first}-{last} runs backwards" if last < first else f"{last} is above 2^63 - 1"
+            raise ConfigError(f"bad seed list {text!r}: {why}; write e.g. 0-49999 or 1,5,7-9")
+        ranges.append((first, last))
+    count = sum(last - first + 1 for first, last in ranges)
+    if count > MAX_SEEDS:
+        raise ConfigError(f"seed list {text!r} has {count:,} seeds; at most {MAX_SEEDS:,} per command")
+    if not count:
         raise ConfigError(f"empty seed list {text!r}")
-    return seeds
+    return [s for first, last in ranges for s in range(first, last + 1)]
 
 
 @torch.no_grad()

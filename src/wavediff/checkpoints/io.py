@@ -28,6 +28,21 @@ FORMAT = "wavediff-generator"
 FORMAT_VERSION = "1"
 
 
+def _new_file_mode() -> int:
+    """The mode `open()` would give a new file under the current umask (0644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files `atomic_write` left in `folder` when its process was killed mid-write."""
+    stale = [p for p in Path(folder).glob(".*.tmp") if p.is_file()] if Path(folder).is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, fsync: bool = True) -> Path:
     """Call `write(tmp_path)`, fsync, then rename onto `path` (same folder, so the rename is atomic).
 
@@ -42,6 +57,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, fsync
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if existed else _new_file_mode())  # mkstemp makes it 0600
         write(tmp)
         if fsync:
             with open(tmp, "rb+") as f:
@@ -108,11 +124,12 @@ def read_generator_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
             meta = dict(f.metadata() or {})
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        hint = (
-            "for the authors' netG_<epoch>.pth run `wavediff convert-official` first"
-            if path.suffix in (".pth", ".pt")
-            else "it may be truncated: copy or download it again"
-        )
+        if re.fullmatch(r"state_\d+\.pt", path.name):
+            hint = "it is a training state: load the run directory, or its checkpoints/generator_*.safetensors"
+        elif path.suffix in (".pth", ".pt"):
+            hint = "for the authors' netG_<epoch>.pth run `wavediff convert-official` first"
+        else:
+            hint = "it may be truncated: copy or download it again"
         raise CheckpointError(f"{path} is not a readable safetensors file ({str(e)[:120]}); {hint}") from None
     if meta.get("format") != FORMAT or "config" not in meta:
         raise CheckpointError(
@@ -174,18 +191,33 @@ def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], what:
 _NUMBERED_GENERATOR = re.compile(r"generator_(\d+)\.safetensors$")
 
 
+def _export_step(path: Path) -> int:
+    """The training step a generator export records (-1 when it records none or cannot be read)."""
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int((f.metadata() or {}).get("step", -1))
+    except Exception:  # noqa: BLE001 - unreadable: loading it later reports why
+        return -1
+
+
 def run_generator(run_dir: str | os.PathLike) -> Path:
-    """A training run's EMA generator: `generator_final.safetensors`, else the highest-numbered one, looked for in
-    `run_dir/checkpoints` and then `run_dir` itself."""
+    """A training run's newest EMA generator, looked for in `run_dir/checkpoints` and then `run_dir` itself:
+    `generator_final.safetensors`, unless a numbered export is of a later step than the one it records (a resumed
+    run stopped before its end exported those, but no new final one); else the highest-numbered export."""
     run_dir = Path(run_dir)
     for folder in (run_dir / "checkpoints", run_dir):
-        if (folder / "generator_final.safetensors").is_file():
-            return folder / "generator_final.safetensors"
         numbered = sorted(
             (int(m.group(1)), p)
             for p in folder.glob("generator_*.safetensors")
             if (m := _NUMBERED_GENERATOR.match(p.name))
         )
+        final, step = folder / "generator_final.safetensors", -1
+        if final.is_file() and numbered:
+            step = _export_step(final)  # -1: no step recorded (a converted or hand-copied file): trust it
+        if final.is_file() and not (numbered and 0 <= step < numbered[-1][0]):
+            return final
         if numbered:
             return numbered[-1][1]
     raise CheckpointError(

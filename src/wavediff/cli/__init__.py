@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
 def report(e: WaveDiffError, prefix: str = "") -> int:
     """Print `e` as one line (`error: ...`, or `interrupted: ...` after Ctrl-C); returns the exit status."""
     kind = "interrupted" if isinstance(e, Interrupted) else "error"
-    message = " ".join(str(e).split())  # always one line
+    text = str(e)
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: the worker's own message is the last line
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    message = " ".join(text.split())  # always one line
     print(f"{kind}{prefix}: {message}", file=sys.stderr)
     return getattr(e, "exit_code", 2)
 

@@ -11,12 +11,15 @@ from .fastopts import add_fast_arguments, describe, fast_from_args
 
 
 def add_arguments(p):
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "checkpoint", nargs="?", help="a checkpoint (ours or a run directory, or the authors' with --official-args)"
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="a checkpoint (ours or a run directory, or the authors' .pth with --preset or --official-args)",
     )
-    src.add_argument(
-        "--preset", help="time a preset's architecture with random weights (speed does not depend on the weights)"
+    p.add_argument(
+        "--preset",
+        help="alone: time a preset's architecture with random weights (speed does not depend on the weights); "
+        "with a checkpoint: the paper preset an authors' .pth belongs to",
     )
     p.add_argument("--official-args", metavar="ARGS.json", help="for the authors' .pth")
     p.add_argument("--batch", type=int, help="batch size (default: the paper's, 100, or 25 at >= 512 px)")
@@ -41,10 +44,18 @@ def run(args) -> int:
         raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     if args.threads < 0:
         raise ConfigError(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
+    if not (args.checkpoint or args.preset):
+        raise ConfigError("say what to time: a checkpoint, or --preset NAME for its architecture with random weights")
+    if args.official_args and not args.checkpoint:
+        raise ConfigError("--official-args describes an authors' checkpoint; give the .pth it belongs to as well")
+    if args.json:
+        from ..outputs import check_writable
+
+        check_writable(args.json)  # before minutes of timing, not after
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.preset:
+    if not args.checkpoint:
         from ..models.generator import build_generator
         from ..presets import get_preset
 
@@ -54,10 +65,13 @@ def run(args) -> int:
     else:
         from ..checkpoints.convert import load_any_generator
 
-        generator, cfg = load_any_generator(args.checkpoint, official_args=args.official_args, device=device)
+        generator, cfg = load_any_generator(
+            args.checkpoint, preset=args.preset, official_args=args.official_args, device=device
+        )
         source = args.checkpoint
     batch = args.batch or (25 if cfg.image_size >= 512 else 100)
     fast = fast_from_args(args)
+    print(f"timing {source}: batch {batch}, {args.warmup} warm-up + {args.runs} timed runs ...", flush=True)
     result = time_sampler(generator, cfg, batch, device, fast, args.warmup, args.runs)
     print(f"model      {source}: {cfg.image_size}px {cfg.space}, T={cfg.diffusion.num_timesteps}")
     print(

@@ -140,11 +140,20 @@ def sample_source(args, default_n: int = PAPER_N):
             official_args=args.official_args,
             fast=fast_from_args(args),
         )
-    for flag in ("seeds", "preset", "official_args"):
-        if getattr(args, flag):
+    sampler_flags = {  # what a given flag looks like on args (precision: anything but the default)
+        "seeds": bool(args.seeds),
+        "preset": bool(args.preset),
+        "official_args": bool(args.official_args),
+        "precision": args.precision != "fp32",
+        "compile": args.compile,
+        "cuda_graphs": args.cuda_graphs is not None,
+        "channels_last": args.channels_last,
+    }
+    for flag, given in sampler_flags.items():
+        if given:
             raise ConfigError(
-                f"--{flag.replace('_', '-')} applies to checkpoints only, and {args.samples} "
-                f"is not one (.safetensors/.pth/.pt)"
+                f"--{flag.replace('_', '-')} applies to checkpoints only, and {args.samples} is not one "
+                f"(.safetensors/.pth/.pt or a training run's directory): drop it"
             )
     source = images_source(args.samples, args.n)
     if args.n is not None and source.count < args.n:

@@ -15,7 +15,9 @@ def add_arguments(p):
     )
     p.add_argument("--n", type=int, help="number of samples (seeds 0..n-1 unless --seeds)")
     p.add_argument("--seeds", help="seed list, e.g. 0-49999 or 1,5,7-9; sample i depends only on seed i")
-    p.add_argument("--batch", type=int, default=64, help="batch size (does not change the images)")
+    p.add_argument(
+        "--batch", type=int, default=64, help="batch size (the same images up to float rounding: README, Sampling)"
+    )
     p.add_argument("--out", required=True, help="a folder (PNG per sample), FILE.npz (uint8 images), or GRID.png")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     add_fast_arguments(p)
@@ -30,9 +32,9 @@ def run(args) -> int:
     from ..checkpoints.convert import load_any_generator
     from ..checkpoints.io import atomic_write
     from ..data.folder import IMAGE_EXTENSIONS
-    from ..errors import ConfigError
+    from ..errors import ConfigError, Interrupted
     from ..outputs import check_writable
-    from ..sampling import generate, parse_seeds
+    from ..sampling import MAX_SEEDS, generate, parse_seeds
     from .dist import split_for_this_process
 
     if args.seeds:
@@ -40,8 +42,8 @@ def run(args) -> int:
         if args.n is not None and args.n != len(seeds):
             raise ConfigError(f"--n {args.n} disagrees with --seeds ({len(seeds)} seeds); give one of them")
     elif args.n is not None:
-        if args.n < 1:
-            raise ConfigError(f"--n must be >= 1, got {args.n}")
+        if not 1 <= args.n <= MAX_SEEDS:
+            raise ConfigError(f"--n must be from 1 to {MAX_SEEDS:,}, got {args.n}")
         seeds = list(range(args.n))
     else:
         raise ConfigError("say how many samples: --n N or --seeds A-B")
@@ -57,6 +59,12 @@ def run(args) -> int:
             f"--out {out}: grids are written as PNG (lossless); use GRID.png, FILE.npz or a folder for one PNG "
             "per sample"
         )
+    if suffix and not (grid or npz) and not os.path.isdir(out):
+        # `--out x.npy` or `x.pt` would otherwise become a folder of PNGs with a file's name
+        raise ConfigError(
+            f"--out {out}: {suffix} is not an output format; write FILE.npz, GRID.png, or a folder (one PNG per "
+            f"sample; end the name with / when it has a dot)"
+        )
     rank, world, device = split_for_this_process(args.device)
     if world > 1 and (grid or npz):
         raise ConfigError("with several processes write to a folder (--out DIR), not one file")
@@ -65,17 +73,24 @@ def run(args) -> int:
     generator, cfg = load_any_generator(
         args.checkpoint, preset=args.preset, official_args=args.official_args, device=device
     )
+    if not (grid or npz) and rank == 0:
+        _note_other_pngs(out, seeds)
     chunks = []
     bar = tqdm(total=len(my_seeds), unit="img", desc="sampling", disable=rank != 0)
     done = 0
     fast = fast_from_args(args)
-    for batch in generate(generator, my_seeds, args.batch, cfg, device, fast=fast):
-        if grid or npz:
-            chunks.append(batch)
-        else:
-            _write_pngs(out, my_seeds[done : done + len(batch)], batch)
-        done += len(batch)
-        bar.update(len(batch))
+    try:
+        for batch in generate(generator, my_seeds, args.batch, cfg, device, fast=fast):
+            if grid or npz:
+                chunks.append(batch)
+            else:
+                _write_pngs(out, my_seeds[done : done + len(batch)], batch)
+            done += len(batch)
+            bar.update(len(batch))
+    except KeyboardInterrupt:
+        bar.close()
+        kept = f"the {done} PNGs in {out} are complete" if not (grid or npz) else f"nothing was written to {out}"
+        raise Interrupted(f"after {done} of {len(my_seeds)} samples; {kept}") from None
     bar.close()
     if npz:
         images = np.concatenate(chunks)
@@ -88,6 +103,22 @@ def run(args) -> int:
             f"{describe(fast, device)}, {device}) to {out}"
         )
     return 0
+
+
+def _note_other_pngs(folder: str, seeds) -> None:
+    """Say so when the folder already holds samples of other seeds: `fid compute` would score them all."""
+    import re
+
+    if not os.path.isdir(folder):
+        return
+    mine = set(seeds)
+    found = (re.fullmatch(r"seed(\d+)\.png", name) for name in os.listdir(folder))
+    others = sum(1 for m in found if m and int(m.group(1)) not in mine)
+    if others:
+        print(
+            f"note: {folder} already holds {others} PNGs of other seeds (from an earlier run?); they stay, and "
+            f"`fid compute {folder}` would count them too"
+        )
 
 
 def _write_pngs(folder: str, seeds, batch) -> None:

@@ -2,6 +2,7 @@
 
     wavediff train --preset cifar10 --data ~/data/cifar10 --out runs/c10
     wavediff train --preset tiny --data imgs/ --out runs/t --steps 500 --set train.lr_g=2e-4
+    wavediff train --preset cifar10 --data my_images/ --dataset folder --out runs/mine
     wavediff train --out runs/c10 --resume auto            # continue (config from the run)
     torchrun --standalone --nproc_per_node 4 -m wavediff train --preset lsun --data ... --out ...
 
@@ -20,10 +21,13 @@ from pathlib import Path
 from ..errors import ConfigError, WaveDiffError
 
 DEFAULT_DIST_TIMEOUT_S = 1800.0
+# data/build.py's DATASET_NAMES, spelled out so `--help` does not import torch
+DATASET_CHOICES = ("cifar10", "stl10", "lsun", "celeba_256", "celeba_512", "celeba_1024", "folder", "digits")
 
 # flag attribute -> config field
 FLAG_FIELDS = {
     "data": "data.path",
+    "dataset": "data.dataset",
     "steps": "train.steps",
     "checkpoint_every": "train.checkpoint_every",
     "batch_size": "train.batch_size",
@@ -39,6 +43,11 @@ FLAG_FIELDS = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="named preset (`wavediff presets`); optional with --resume")
     p.add_argument("--data", help="dataset path (data.path): a folder of images or the preset's dataset files")
+    p.add_argument(
+        "--dataset",
+        choices=DATASET_CHOICES,
+        help="what --data holds (data.dataset; default: the preset's). 'folder': any folder of images",
+    )
     p.add_argument("--out", required=True, help="run directory (config, log, samples, checkpoints)")
     p.add_argument("--steps", type=int, help="total training iterations (train.steps; default: train.num_epoch epochs)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (train.checkpoint_every)")
@@ -133,7 +142,10 @@ def resolve_config(args: argparse.Namespace):
     ]
     if args.compile:
         overrides.append("train.compile=true")
-    return base.override(overrides)
+    cfg = base.override(overrides)
+    if cfg.data.path:  # saved absolute, so `--resume auto` from another directory reads the same data
+        cfg = cfg.override([f"data.path={Path(cfg.data.path).expanduser().absolute()}"])
+    return cfg
 
 
 def _saved_config(run_dir: Path, resume: str) -> dict:
@@ -149,13 +161,22 @@ def _saved_config(run_dir: Path, resume: str) -> dict:
         raise ConfigError(
             f"nothing to resume in {run_dir} (no checkpoints, no config.json); pass --preset to start a run there"
         )
-    return json.loads(config_file.read_text())
+    try:
+        saved = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"cannot read {config_file} ({e}); restore it, or pass --preset to start over") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{config_file} is not a run's config (a JSON object); restore it, or pass --preset")
+    return saved
 
 
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     cfg = resolve_config(args)
     if args.dry_run:
+        from ..training.trainer import validate_config
+
+        validate_config(cfg)
         print(cfg.to_json())
         return 0
     from ..outputs import check_writable
@@ -163,6 +184,13 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import train_run
     from . import report
 
+    if cfg.data.dataset == "folder" and cfg.data.path:
+        data, out = Path(cfg.data.path).resolve(), Path(args.out).expanduser().resolve()
+        if out == data or data in out.parents:
+            raise ConfigError(
+                f"--out {args.out} is inside the image folder {cfg.data.path}: its sample grids would become "
+                f"training images; choose a run directory outside it"
+            )
     check_writable(args.out, directory=True)
     ctx = init_distributed(args.device, timeout_s=dist_timeout_s(args))
     if not ctx.distributed:

@@ -36,6 +36,11 @@ def build_dataset(cfg: DataConfig) -> ImageDataset:
     mirrored when cfg.hflip; cfg.max_images > 0 keeps the first N images."""
     if cfg.dataset not in _BUILDERS:
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}")
+    if cfg.dataset == "digits" and cfg.path:  # bundled: a path given for it is a mistake, not something to ignore
+        raise ConfigError(
+            f"the digits dataset is bundled with scikit-learn and reads no path, but got '{cfg.path}'; drop it, "
+            f"or read that folder as images (--dataset folder, data.dataset=folder)"
+        )
     resample = Image.Resampling.BICUBIC if cfg.dataset == "folder" else Image.Resampling.BILINEAR
     transform = ImageTransform(size=cfg.image_size, hflip=cfg.hflip, resample=resample)
     return _BUILDERS[cfg.dataset](cfg, transform)

@@ -58,7 +58,24 @@ def fetch_archive(archive: Archive, root: Path) -> None:
     download_and_extract_archive(archive.url, str(root), filename=archive.filename, md5=archive.md5)
 
 
+def _holds_images(root: Path) -> bool:
+    """Whether `root` or its subfolders (two levels) hold image files: a user's folder, not a download target."""
+    from .folder import IMAGE_EXTENSIONS
+
+    if not root.is_dir():
+        return False
+    for pattern in ("*", "*/*", "*/*/*"):
+        if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.glob(pattern)):
+            return True
+    return False
+
+
 def _download(archive: Archive, root: Path) -> None:
+    if _holds_images(root):  # never download a dataset into someone's image folder
+        raise DataError(
+            f"'{root}' holds image files, not {archive.name}'s; to train on those images add --dataset folder "
+            f"(data.dataset=folder), or give {archive.name} its own directory (it is downloaded there when absent)"
+        )
     try:
         fetch_archive(archive, root)
     except Exception as e:  # network, disk or checksum failure: all need the same fix

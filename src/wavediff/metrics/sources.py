@@ -30,7 +30,13 @@ class ImageSource:
 
 
 def is_checkpoint(path: str | Path) -> bool:
-    return str(path).lower().endswith(CHECKPOINT_SUFFIXES)
+    """A generator file, or a training run's directory (read as its newest generator, as `sample` does)."""
+    if str(path).lower().endswith(CHECKPOINT_SUFFIXES):
+        return True
+    folder = Path(path)
+    return folder.is_dir() and any(
+        any(f.glob("generator_*.safetensors")) for f in (folder / "checkpoints", folder) if f.is_dir()
+    )
 
 
 def _cap(available: int, limit: int | None) -> int:

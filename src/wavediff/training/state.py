@@ -22,9 +22,13 @@ from ..errors import CheckpointError, ConfigError
 
 STATE_FORMAT = "wavediff-train-state"
 STATE_VERSION = 1
-# Fields that may change when a run is resumed (length, cadence, data location, speed knobs).
+# Fields that may change when a run is resumed (length, cadence, data location, speed knobs, and the learning rates
+# and precision a run that diverged is resumed with).
 RESUMABLE_CHANGES = frozenset(
     {
+        "train.lr_g",
+        "train.lr_d",
+        "train.precision",
         "train.steps",
         "train.num_epoch",
         "train.max_minutes",
@@ -67,8 +71,13 @@ def _numbered(folder: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
     return sorted((int(m.group(1)), p) for m, p in found if m)
 
 
+def numbered_states(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the run's training states, oldest first."""
+    return _numbered(checkpoint_dir(run_dir), _STATE_RE)
+
+
 def latest_state(run_dir: Path) -> Path | None:
-    states = _numbered(checkpoint_dir(run_dir), _STATE_RE)
+    states = numbered_states(run_dir)
     return states[-1][1] if states else None
 
 

@@ -33,7 +33,7 @@ import torch.nn as nn
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoints.io import atomic_torch_save, atomic_write, save_generator
+from ..checkpoints.io import atomic_torch_save, atomic_write, remove_stale_temporaries, save_generator
 from ..config import ExperimentConfig
 from ..data import build_dataloader, build_dataset
 from ..diffusion import VPDiffusion
@@ -52,10 +52,12 @@ from .state import (
     STATE_VERSION,
     capture_rng,
     check_same_config,
+    checkpoint_dir,
     generator_path,
     latest_state,
     load_state,
     newest_readable_state,
+    numbered_states,
     prune,
     restore_rng,
     set_aside,
@@ -98,6 +100,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
             )
     if tc.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision={tc.precision!r} is not supported for training; use fp32 or bf16")
+    _check_ranges(cfg)
     for key in ("batch_size", "lazy_reg", "checkpoint_every", "keep_last", "log_every"):
         if getattr(tc, key) < 1:
             raise ConfigError(f"train.{key} must be at least 1, got {getattr(tc, key)}")
@@ -128,6 +131,42 @@ def validate_config(cfg: ExperimentConfig) -> None:
                 f"(one per diffusion step, not all zero); e.g. --set train.t_weights={','.join(['1'] * T)}"
             )
     check_stddev_batch(tc.batch_size)
+
+
+def _check_ranges(cfg: ExperimentConfig) -> None:
+    """Numbers outside what they can mean: one line each, before torch meets them deep inside a module."""
+    tc, g, d = cfg.train, cfg.generator, cfg.diffusion
+
+    def bad(key: str, value, want: str):
+        return ConfigError(f"{key}={value} is out of range; it must be {want} (set it with --set {key}=...)")
+
+    if not 0 <= tc.seed < 2**63:
+        raise bad("train.seed", tc.seed, "an integer from 0 to 2^63 - 1")
+    for key, value in (("train.lr_g", tc.lr_g), ("train.lr_d", tc.lr_d)):
+        if not (math.isfinite(value) and value > 0):
+            raise bad(key, value, "a positive number, e.g. 1e-4")
+    for key, value in (("train.beta1", tc.beta1), ("train.beta2", tc.beta2)):
+        if not 0 <= value < 1:
+            raise bad(key, value, "in [0, 1) (Adam's decay rates; the paper: 0.5 and 0.9)")
+    if not (math.isfinite(tc.r1_gamma) and tc.r1_gamma >= 0):
+        raise bad("train.r1_gamma", tc.r1_gamma, ">= 0 (0: no R1 penalty)")
+    if not 0 <= g.dropout < 1:
+        raise bad("generator.dropout", g.dropout, "in [0, 1)")
+    for key, value, least in (
+        ("generator.nf", g.nf, 4),  # GroupNorm takes min(channels // 4, 32) groups
+        ("generator.nz", g.nz, 1),
+        ("generator.z_emb_dim", g.z_emb_dim, 1),
+        ("generator.num_res_blocks", g.num_res_blocks, 1),
+        ("generator.n_mlp", g.n_mlp, 0),
+        ("diffusion.num_timesteps", d.num_timesteps, 1),
+    ):
+        if value < least:
+            raise bad(key, value, f"at least {least}")
+    if not (0 < d.beta_min <= d.beta_max and math.isfinite(d.beta_max)):
+        raise ConfigError(
+            f"diffusion.beta_min={d.beta_min} and beta_max={d.beta_max} must satisfy 0 < beta_min <= beta_max "
+            f"(the paper: 0.1 and 20)"
+        )
 
 
 class Trainer:
@@ -199,10 +238,10 @@ class Trainer:
             raise ConfigError(f"--out {run_dir} is a file; choose a directory for the run")
         config_file = run_dir / "config.json"
         if resume is None:
-            if config_file.exists():
+            held = "config.json" if config_file.exists() else _checkpoint_files(run_dir)
+            if held:
                 raise ConfigError(
-                    f"{run_dir} already holds a run (config.json); pass --resume auto to continue "
-                    f"it, or choose a new --out"
+                    f"{run_dir} already holds a run ({held}); pass --resume auto to continue it, or choose a new --out"
                 )
             return None
         if resume == "auto":  # the newest state that loads; newer unreadable ones are reported in run()
@@ -214,8 +253,19 @@ class Trainer:
         if path is None:  # nothing saved yet: start over, but only as the same run
             if config_file.exists():
                 check_same_config(_read_json(config_file), cfg.to_dict(), f"the run in {run_dir}")
+            elif self.ctx.is_main:
+                print(f"note: no training state in {run_dir}; --resume auto starts a new run there")
             return None
         check_same_config(state["config"], cfg.to_dict(), f"training state {path}")
+        if resume != "auto":  # a state from elsewhere must not overwrite another run, or this run's later states
+            if config_file.exists():
+                check_same_config(_read_json(config_file), state["config"], f"the run in {run_dir}")
+            newer = [p.name for step, p in numbered_states(run_dir) if step > state["step"]]
+            if newer:
+                raise ConfigError(
+                    f"{run_dir} holds later states than {path.name} ({', '.join(newer[:3])}); continuing would "
+                    f"overwrite them: move them out of {checkpoint_dir(run_dir)} first, or choose a new --out"
+                )
         state["path"] = str(path)
         return state
 
@@ -249,11 +299,14 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.sched_g.load_state_dict(state["sched_g"])
         self.sched_d.load_state_dict(state["sched_d"])
-        for sched, opt in ((self.sched_g, self.opt_g), (self.sched_d, self.opt_d)):
-            if sched.T_max != self.num_epochs:  # the run length changed: continue on the new cosine
-                sched.T_max = self.num_epochs
-                for group, base in zip(opt.param_groups, sched.base_lrs):
-                    group["lr"] = _cosine(base, min(self.epoch, self.num_epochs), self.num_epochs)
+        tc = self.cfg.train
+        for sched, opt, lr in ((self.sched_g, self.opt_g, tc.lr_g), (self.sched_d, self.opt_d, tc.lr_d)):
+            # the run length or the learning rate changed: continue on the new cosine from the current epoch
+            if sched.T_max != self.num_epochs or any(base != lr for base in sched.base_lrs):
+                sched.T_max, sched.base_lrs = self.num_epochs, [lr] * len(opt.param_groups)
+                for group in opt.param_groups:
+                    group["initial_lr"] = lr
+                    group["lr"] = _cosine(lr, min(self.epoch, self.num_epochs), self.num_epochs)
         rngs = state["rng"]
         if len(rngs) == self.ctx.world_size:
             restore_rng(rngs[self.ctx.rank], self.rng)
@@ -268,6 +321,9 @@ class Trainer:
         ctx, cfg = self.ctx, self.cfg
         if ctx.is_main:
             self._set_aside_unreadable()
+            for folder in (checkpoint_dir(self.run_dir), self.run_dir, self.run_dir / "samples"):
+                for p in remove_stale_temporaries(folder):  # a process killed while saving left them
+                    print(f"note: removed {p}, a partial file of an interrupted save")
             atomic_write(self.run_dir / "config.json", lambda tmp: Path(tmp).write_text(cfg.to_json()))
         ctx.barrier()
         self.log = RunLog(
@@ -438,11 +494,12 @@ class Trainer:
         first = int(self.ctx.all_reduce(first.clone(), "min"))
         if first != torch.iinfo(torch.int64).max:
             last = latest_state(self.run_dir)
-            kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
-            raise WaveDiffError(
-                f"a loss became NaN or inf at step {first}; training stopped and {kept}; resume "
-                f"from it with lower learning rates (--set train.lr_g=... train.lr_d=...) or fp32"
-            )
+            fix = "lower learning rates (--set train.lr_g=... --set train.lr_d=...) or --precision fp32"
+            if last:
+                advice = f"the last good checkpoint {last} is kept; resume from it (--resume {last}) with {fix}"
+            else:
+                advice = f"no checkpoint had been written yet; start again in a new --out with {fix}"
+            raise WaveDiffError(f"a loss became NaN or inf at step {first}; training stopped; {advice}")
 
     def _log_window(self) -> None:
         self._check_finite()
@@ -545,6 +602,13 @@ def _weights_hash(module: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def _checkpoint_files(run_dir: Path) -> str:
+    """What a run left in `run_dir`'s checkpoints folder ("" when nothing), for the refusal to start over it."""
+    folder = checkpoint_dir(run_dir)
+    names = sorted(p.name for p in folder.iterdir() if p.suffix in (".pt", ".safetensors")) if folder.is_dir() else []
+    return f"{len(names)} checkpoint file(s) in {folder}, e.g. {names[-1]}" if names else ""
 
 
 def _read_json(path: Path) -> dict:
