@@ -162,3 +162,36 @@ def test_fid_and_pr_read_a_run_directory_as_a_checkpoint(tmp_path, name):
     cfg = get_preset("tiny")
     save_generator(run / "checkpoints" / name, build_generator(cfg.generator), cfg, {"step": 12})
     assert is_checkpoint(run) and not is_checkpoint(run / "samples")
+
+
+def test_reference_statistics_must_be_finite_numbers(tmp_path):
+    import numpy as np
+
+    from wavediff.metrics.stats import load_stats
+
+    np.savez(tmp_path / "nan.npz", mu=np.full(4, np.nan), sigma=np.eye(4))
+    np.savez(tmp_path / "text.npz", mu=np.array(["a", "b"]), sigma=np.eye(2))
+    with pytest.raises(DataError, match="NaN or inf"):
+        load_stats(tmp_path / "nan.npz")
+    with pytest.raises(DataError, match="arrays of numbers"):
+        load_stats(tmp_path / "text.npz")
+
+
+def test_the_metric_folder_reader_applies_exif_orientation_as_training_does(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from wavediff.data.folder import iter_image_folder_uint8
+
+    pixels = np.zeros((4, 6, 3), np.uint8)
+    pixels[0] = 255  # a white top row
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(pixels).save(tmp_path / "b.jpg", exif=exif, quality=100)
+    with pytest.raises(DataError, match="after its EXIF orientation"):
+        list(iter_image_folder_uint8(tmp_path))
+    (tmp_path / "a.png").unlink()
+    (shown,) = list(iter_image_folder_uint8(tmp_path))
+    assert shown.shape == (1, 6, 4, 3)  # the white row is now the right column
+    assert shown[0, :, -1].min() > 200 and shown[0, :, 0].max() < 60

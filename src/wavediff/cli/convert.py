@@ -20,7 +20,7 @@ def run(args) -> int:
     from ..errors import ConfigError
     from ..outputs import check_writable
 
-    if not args.out.endswith(".safetensors"):
+    if not args.out.lower().endswith(".safetensors"):
         raise ConfigError(f"output {args.out} must end with .safetensors")
     check_writable(args.out, flag="-o")
     out, cfg, n_params = convert_official_checkpoint(

@@ -176,14 +176,21 @@ def iter_image_folder_uint8(path: str | Path, batch_size: int = 500, max_images:
                 f"images in '{path}' differ in size: '{fa}' is {a[0]}x{a[1]}, '{fb}' is {b[0]}x{b[1]}; "
                 f"pass a folder whose images all have the same size"
             )
+    shape = None
     for start in range(0, len(files), batch_size):
         batch = []
         for file in files[start : start + batch_size]:
             try:
-                with Image.open(file) as img:
-                    batch.append(np.asarray(to_rgb(img)))
+                pixels = np.asarray(_read_rgb(file))  # EXIF orientation applied, as training reads it
             except DECODE_ERRORS as e:
                 raise DataError(f"'{file}' is not a readable image ({e}); remove it from '{path}'") from None
+            shape = shape or pixels.shape
+            if pixels.shape != shape:  # an EXIF rotation can turn a same-sized header into another size
+                raise DataError(
+                    f"'{file}' is {pixels.shape[1]}x{pixels.shape[0]} after its EXIF orientation, the other images "
+                    f"in '{path}' {shape[1]}x{shape[0]}; pass a folder whose images all have the same size"
+                )
+            batch.append(pixels)
         yield np.stack(batch)
 
 

@@ -74,9 +74,16 @@ def load_stats(path: str | Path) -> FIDStats:
 
 
 def _checked(path: Path, mu, sigma, n, meta) -> FIDStats:
-    mu, sigma = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
+    try:
+        mu, sigma = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"{path}: mu and sigma must be arrays of numbers; make the statistics with `wavediff fid stats`"
+        ) from None
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise DataError(f"{path}: mu must be [D] and sigma [D,D], got {list(mu.shape)} and {list(sigma.shape)}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise DataError(f"{path}: mu or sigma holds NaN or inf; make the statistics again with `wavediff fid stats`")
     return FIDStats(mu, sigma, n, meta)
 
 
