@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,40 @@ def test_the_metric_folder_reader_applies_exif_orientation_as_training_does(tmp_
     (shown,) = list(iter_image_folder_uint8(tmp_path))
     assert shown.shape == (1, 6, 4, 3)  # the white row is now the right column
     assert shown[0, :, -1].min() > 200 and shown[0, :, 0].max() < 60
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc tuning is Linux-only")
+@pytest.mark.parametrize(
+    ("env", "tuned"),
+    [
+        ({}, True),
+        ({"WAVEDIFF_MALLOC_TUNING": "0"}, False),
+        ({"MALLOC_ARENA_MAX": "2"}, True),
+        ({"MALLOC_TOP_PAD_": "1"}, False),
+    ],
+)
+def test_malloc_tuning_is_on_by_default_and_yields_to_the_users_own(env, tuned):
+    """Large blocks stay in the heap unless the user opts out or tunes glibc's malloc already (runtime.py)."""
+    import subprocess
+
+    code = (  # then a 64 MB block: from the heap (below the program break) only when tuned, else its own mmap
+        "import ctypes; from wavediff.runtime import configure_allocator; done = configure_allocator(); "
+        "libc = ctypes.CDLL(None); libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p; "
+        "libc.sbrk.argtypes = [ctypes.c_long]; block = libc.malloc(64 << 20); "
+        "print(done, block < libc.sbrk(0))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not (k.startswith("MALLOC_") or k.startswith("WAVEDIFF_MALLOC"))}
+    res = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    if tuned and not _has_glibc():
+        pytest.skip("no glibc here")
+    assert res.stdout.split() == [str(tuned), str(tuned)]
+
+
+def _has_glibc() -> bool:
+    import ctypes
+
+    try:
+        return hasattr(ctypes.CDLL("libc.so.6"), "mallopt")
+    except OSError:
+        return False
