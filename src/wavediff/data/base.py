@@ -55,8 +55,12 @@ class ImageDataset(Dataset):
 def require_path(path: str, dataset: str, expected: str) -> Path:
     """`path` as an existing Path, or a DataError saying what to pass."""
     if not path:
-        raise DataError(f"dataset {dataset!r} needs a data path; pass --data (data.path=...) pointing to {expected}")
+        raise DataError(f"dataset {dataset!r} needs a data path ({WHERE_PATHS_GO}) pointing to {expected}")
     p = Path(path).expanduser()
     if not p.exists():
-        raise DataError(f"data path '{p}' does not exist; pass --data (data.path=...) pointing to {expected}")
+        raise DataError(f"data path '{p}' does not exist; point it ({WHERE_PATHS_GO}) to {expected}")
     return p
+
+
+# where each command takes a dataset's path (the same readers serve training and the metrics' real images)
+WHERE_PATHS_GO = "train: --data; fid stats: its path argument; pr: --real with --real-preset"

@@ -58,7 +58,7 @@ def _locate(root: Path, name: str, hint: str) -> Path:
     """`root/name` if present, else `root` itself; must be an LMDB file or environment directory."""
     db = root / name if (root / name).exists() else root
     if not (db.is_file() or (db / "data.mdb").is_file()):
-        raise DataError(f"no LMDB database at '{db}'; pass --data {hint}")
+        raise DataError(f"no LMDB database at '{db}'; point the data path to {hint}")
     return db
 
 

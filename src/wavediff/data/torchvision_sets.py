@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .base import ImageDataset
+from .base import WHERE_PATHS_GO, ImageDataset
 from .transforms import ImageTransform
 
 
@@ -87,7 +87,7 @@ def _download(archive: Archive, root: Path) -> None:
 
 def _root(path: str, name: str) -> Path:
     if not path:
-        raise DataError(f"{name} needs a directory to read or download it into; pass --data DIR (data.path=DIR)")
+        raise DataError(f"{name} needs a directory to read or download it into ({WHERE_PATHS_GO})")
     return Path(path).expanduser()
 
 
