@@ -153,7 +153,8 @@ def test_celeba_512_toolbox_lmdb_with_pyarrow_wrapper(tmp_path):
     with pytest.raises(DataError, match="celeba_1024.lmdb"):
         build_dataset(_cfg("celeba_1024", tmp_path / "celeba_512.lmdb.missing", size=16))
     (tmp_path / "plain_dir").mkdir()
-    with pytest.raises(DataError, match="no LMDB database.*point the data path to the torch-toolbox LMDB file 'celeba_1024.lmdb'"):
+    expected = "no LMDB database.*point the data path to the torch-toolbox LMDB file 'celeba_1024.lmdb'"
+    with pytest.raises(DataError, match=expected):
         build_dataset(_cfg("celeba_1024", tmp_path / "plain_dir", size=16))
 
 

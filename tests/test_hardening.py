@@ -212,10 +212,10 @@ def test_malloc_tuning_is_on_by_default_and_yields_to_the_users_own(env, tuned):
     """Large blocks stay in the heap unless the user opts out or tunes glibc's malloc already (runtime.py)."""
     import subprocess
 
-    code = (  # then a 64 MB block: from the heap (below the program break) only when tuned, else its own mmap
+    code = (  # then a 16 MB block: from the heap (below the program break) only when tuned, else its own mmap
         "import ctypes; from wavediff.runtime import configure_allocator; done = configure_allocator(); "
         "libc = ctypes.CDLL(None); libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p; "
-        "libc.sbrk.argtypes = [ctypes.c_long]; block = libc.malloc(64 << 20); "
+        "libc.sbrk.argtypes = [ctypes.c_long]; block = libc.malloc(16 << 20); "
         "print(done, block < libc.sbrk(0))"
     )
     clean = {k: v for k, v in os.environ.items() if not (k.startswith("MALLOC_") or k.startswith("WAVEDIFF_MALLOC"))}

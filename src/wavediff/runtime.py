@@ -67,7 +67,9 @@ def _tune_glibc_malloc() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BELOW)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_ABOVE))
+    # glibc versions that cap the threshold at 32 MB (their largest heap block) refuse 1 GB: take the cap then
+    kept = mallopt(_M_MMAP_THRESHOLD, _KEEP_BELOW) or mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    return bool(kept) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_ABOVE))
 
 
 def configure_training_device(device) -> None:
