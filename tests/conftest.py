@@ -113,3 +113,15 @@ def assert_states_equal(a: dict, b: dict, min_tensors: int = 0) -> None:
     assert not unequal, f"{len(unequal)} tensors differ, first {unequal[:3]}"
     for key in ("step", "epoch", "batch_in_epoch", "sched_g", "sched_d"):
         assert a[key] == b[key]
+
+
+def http_get(server, path: str, timeout: float = 60) -> tuple[int, str | None, bytes]:
+    """GET `path` from a running playground server: (status, Content-Type, body), error statuses included."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(server.url.rstrip("/") + path, timeout=timeout) as r:
+            return r.status, r.headers.get("Content-Type"), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read()

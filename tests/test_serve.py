@@ -5,8 +5,6 @@ import json
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from conftest import FIXTURES
+from conftest import FIXTURES, http_get
 from wavediff.checkpoints.convert import convert_official_checkpoint, load_any_generator
 from wavediff.cli import main
 from wavediff.errors import CheckpointError, ConfigError
@@ -59,11 +57,7 @@ def cli_samples(capsys, checkpoint, tmp_path, seeds):
 
 
 def get(srv, path):
-    try:
-        with urllib.request.urlopen(srv.url.rstrip("/") + path, timeout=60) as r:
-            return r.status, r.headers.get("Content-Type"), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Content-Type"), e.read()
+    return http_get(srv, path, timeout=60)
 
 
 def decode(data_url):

@@ -9,13 +9,11 @@ import http.client
 import json
 import socket
 import threading
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, http_get
 from wavediff.cli import main
 from wavediff.errors import ConfigError
 from wavediff.serve import bind
@@ -71,11 +69,7 @@ def server():
 
 
 def get(srv, path):
-    try:
-        with urllib.request.urlopen(srv.url.rstrip("/") + path, timeout=30) as r:
-            return r.status, r.headers.get("Content-Type"), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Content-Type"), e.read()
+    return http_get(srv, path, timeout=30)
 
 
 def ipv6_loopback_or_skip():

@@ -191,11 +191,8 @@ class SamplerRunner:
         self._steps = torch.compile(self._pure, dynamic=False) if fast.compile else self._pure
         self._graphs: dict[tuple, tuple] = {}
 
-    def net(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The generator as the sampler runs it (inside `precision_context()`): x0 predicted from x_{t+1}."""
-        return self._predict(x, self.generator.conditioning(t, z))
-
     def _predict(self, x: torch.Tensor, cond) -> torch.Tensor:
+        """The generator as the sampler runs it (inside `precision_context()`): x0 predicted from x_{t+1}."""
         if self.weights_dtype is not None:
             x = x.to(self.weights_dtype)
         return self.generator.predict(x, cond)

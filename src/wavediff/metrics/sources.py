@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import CheckpointError, DataError
 from . import images as im
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
@@ -31,12 +31,17 @@ class ImageSource:
 
 def is_checkpoint(path: str | Path) -> bool:
     """A generator file, or a training run's directory (read as its newest generator, as `sample` does)."""
+    from ..checkpoints.io import run_generator
+
     if str(path).lower().endswith(CHECKPOINT_SUFFIXES):
         return True
-    folder = Path(path)
-    return folder.is_dir() and any(
-        any(f.glob("generator_*.safetensors")) for f in (folder / "checkpoints", folder) if f.is_dir()
-    )
+    if not Path(path).is_dir():
+        return False
+    try:
+        run_generator(path)  # the lookup `sample` uses for a run directory
+    except CheckpointError:
+        return False
+    return True
 
 
 def _cap(available: int, limit: int | None) -> int:

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..checkpoints.io import run_generator
 from ..config import ExperimentConfig
-from ..diffusion import VPDiffusion, randn
+from ..diffusion import randn
 from ..errors import CheckpointError, ConfigError
 from ..fastpath import FastPath, SamplerRunner
 from ..sampling import MAX_SEED, parse_seeds, resolve_precision, sample, to_uint8
@@ -131,7 +131,7 @@ class Playground:
         # the sampler's own view of the generator (at bf16: a bf16 copy), so every view matches `wavediff sample`
         self.runner = SamplerRunner(generator, cfg, self.device, FastPath(precision=self.precision))
         self.source = source
-        self.diffusion = VPDiffusion(cfg.diffusion, self.device)
+        self.diffusion = self.runner.diffusion
 
     def info(self) -> dict:
         g, cfg = self.cfg.generator, self.cfg
