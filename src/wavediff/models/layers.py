@@ -251,8 +251,19 @@ class AdaptiveGroupNorm(nn.Module):
             self.style.bias[channels:] = 0.0
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        gamma, beta = like_activations(style, x)[:, :, None, None].chunk(2, dim=1)
-        return torch.addcmul(beta, group_norm(x, self.groups, eps=1e-6), gamma)
+        gamma, beta = like_activations(style, x).chunk(2, dim=1)
+        if x.is_contiguous() or x.shape[0] == 1:
+            # One GroupNorm over a [1, B*C, H, W] view, whose affine weight and bias are every sample's own
+            # scale and shift: the normalisation and the per-sample affine in one kernel and, above all, one
+            # backward. PyTorch's CPU addcmul with [B, C, 1, 1] operands (the plain form below) is slow forward
+            # and much slower backward (2 cores, [8, 256, 16, 16] fp32: 1.5 ms against 0.16 ms forward and
+            # backward; bf16 0.83 against 0.20 ms). The same numbers up to float rounding. At batch 1 the view
+            # is the map itself, whatever its memory format.
+            b, c = x.shape[:2]
+            out = group_norm(x.reshape(1, b * c, *x.shape[2:]), b * self.groups, gamma.reshape(-1), beta.reshape(-1))
+            return out.view_as(x)
+        # Channels-last batches (the bf16 sampler's packed convolutions) have no such view.
+        return torch.addcmul(beta[:, :, None, None], group_norm(x, self.groups, eps=1e-6), gamma[:, :, None, None])
 
 
 class AttnBlock(nn.Module):
