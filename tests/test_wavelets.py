@@ -56,6 +56,26 @@ def test_strided_and_channels_last_inputs(shape):
     torch.testing.assert_close(idwt(expected.to(memory_format=torch.channels_last)), x)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_maps_stay_channels_last_with_the_same_bits(dtype):
+    """The sampler's NHWC maps take strided paths that keep their layout (no copy before the next convolution)
+    and compute the same numbers bit for bit; with autograd, idwt takes the NCHW path."""
+    cl = torch.channels_last
+    x = torch.randn(2, 8, 6, 10).to(dtype)
+    y = dwt(x)
+    y_cl = dwt(x.to(memory_format=cl))
+    assert torch.equal(y_cl, y) and y_cl.is_contiguous(memory_format=cl) and not y_cl.is_contiguous()
+    with torch.no_grad():
+        back = idwt(y_cl)
+    assert torch.equal(back, idwt(y)) and back.is_contiguous(memory_format=cl) and not back.is_contiguous()
+    weights = torch.randn(back.shape).to(dtype)
+    grads = []
+    for start in (y_cl, y):
+        leaf = start.clone().requires_grad_(True)
+        grads.append(torch.autograd.grad((idwt(leaf) * weights).sum(), leaf)[0])
+    assert torch.equal(*grads)
+
+
 def test_gradients_flow_and_are_exact():
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(dwt, (x,))

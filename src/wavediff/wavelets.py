@@ -37,9 +37,17 @@ def dwt(x: torch.Tensor) -> torch.Tensor:
         raise WaveDiffError(
             f"the Haar transform needs even height and width, got {h}x{w}; resize or crop the images to an even size"
         )
-    a, b_, c_, d = F.pixel_unshuffle(x, 2).reshape(b, c, 4, h // 2, w // 2).unbind(2)  # block [a b; c d]
+    if _channels_last(x):
+        # Strided views of the block corners keep the channels-last layout (the bf16 sampler's maps): 2-5x
+        # faster than gathering through pixel_unshuffle, which returns NCHW and costs every next convolution a
+        # layout copy. The same arithmetic, bit for bit.
+        a, b_, c_, d = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
+    else:
+        a, b_, c_, d = F.pixel_unshuffle(x, 2).reshape(b, c, 4, h // 2, w // 2).unbind(2)  # block [a b; c d]
     top, bottom, top_diff, bottom_diff = a + b_, c_ + d, a - b_, c_ - d
     bands = (top + bottom, top - bottom, top_diff + bottom_diff, top_diff - bottom_diff)  # LL, P, Q, HH
+    if _channels_last(x):
+        return torch.cat(bands, 1).mul_(0.5)
     return torch.stack(bands, 1).mul_(0.5).reshape(b, 4 * c, h // 2, w // 2)
 
 
@@ -50,8 +58,23 @@ def idwt(y: torch.Tensor) -> torch.Tensor:
     b, c4, h, w = y.shape
     ll, p, q, hh = y.reshape(b, 4, c4 // 4, h, w).unbind(1)
     top, bottom, top_diff, bottom_diff = ll + p, ll - p, q + hh, q - hh
+    if _channels_last(y) and not (y.requires_grad and torch.is_grad_enabled()):
+        # Without autograd the four block corners are written straight into strided views of a channels-last
+        # output: 2-5x faster than stack + pixel_shuffle, which return NCHW and cost every next convolution a
+        # layout copy. The same arithmetic, bit for bit.
+        out = torch.empty((b, c4 // 4, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=torch.channels_last)
+        torch.add(top, top_diff, out=out[:, :, 0::2, 0::2])
+        torch.sub(top, top_diff, out=out[:, :, 0::2, 1::2])
+        torch.add(bottom, bottom_diff, out=out[:, :, 1::2, 0::2])
+        torch.sub(bottom, bottom_diff, out=out[:, :, 1::2, 1::2])
+        return out.mul_(0.5)
     block = torch.stack((top + top_diff, top - top_diff, bottom + bottom_diff, bottom - bottom_diff), 2)  # a b c d
     return F.pixel_shuffle(block.mul_(0.5).reshape(b, c4, h, w), 2)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """True for a channels-last map that is not also NCHW-contiguous (as any map with 1 channel or 1 pixel is)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def dwt_bands(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
