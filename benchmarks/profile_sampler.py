@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     ap.add_argument("--precision", default="auto", choices=PRECISION_CHOICES)
     ap.add_argument("--cuda-graphs", action="store_true")
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--rows", type=int, default=25, help="operators to list")
     ap.add_argument("--trace", help="also write a Chrome trace (open in chrome://tracing or Perfetto)")
     opts = ap.parse_args(argv)

@@ -118,6 +118,34 @@ def test_channels_last_is_opt_in_and_leaves_the_model_alone(tiny):
         assert (nhwc - nchw).abs().max() < (0.05 if precision == "bf16" else 1e-5)  # other kernels, same arithmetic
 
 
+def test_cpu_sampler_runs_large_batches_with_nhwc_activations(tiny, monkeypatch):
+    """channels_last None (the default): per batch, NHWC activations where `nhwc_pays_on_cpu` says so, NCHW
+    weights untouched, the same images as NCHW up to float rounding; False keeps NCHW."""
+    from wavediff.fastpath import nhwc_pays_on_cpu
+
+    G, cfg = tiny
+    res = cfg.data_resolution
+    assert not nhwc_pays_on_cpu(torch.zeros(1, 12, 128, 128))  # batch 1: NCHW at any size
+    assert nhwc_pays_on_cpu(torch.zeros(2, 12, 64, 64)) and not nhwc_pays_on_cpu(torch.zeros(4, 12, 32, 32))
+    big = -(-8192 // (res * res))  # the smallest batch that qualifies for this preset
+    layouts = []
+    predict = G.predict
+    monkeypatch.setattr(G, "predict", lambda x, cond: layouts.append(_channels_last(x)) or predict(x, cond))
+    auto = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32")).sample(range(big))
+    assert layouts and all(layouts) and all(p.is_contiguous() for p in G.parameters())
+    layouts.clear()
+    SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32")).sample(range(big - 1))
+    assert layouts and not any(layouts)
+    layouts.clear()
+    nchw = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32", channels_last=False)).sample(range(big))
+    assert layouts and not any(layouts)
+    assert (auto - nchw).abs().max() < 1e-5  # other kernels, same arithmetic
+
+
+def _channels_last(x) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def _nhwc(module) -> bool:
     convs = [p for p in module.parameters() if p.dim() == 4 and p.shape[-1] > 1]
     return all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs)

@@ -128,11 +128,11 @@ class FastPath:
     # asks for by default). On an H100 at batch 100, bf16: cifar10 90.8 -> 22.5 ms per batch; at batch 1 the eager
     # sampler is bound by kernel launches and graphs make it 10x faster (docs/gpu_runs.md).
     cuda_graphs: bool | None = False
-    # NHWC weights and activations. Off by default: slower on both kinds of machine measured. On an H100 (bf16, CUDA
-    # graphs, batch 100): cifar10 25.8 against 22.5 ms NCHW, stl10 83.5 / 67.0, celeba_256 249 / 178, lsun 495 / 355
-    # (layout copies around the ops that lack NHWC kernels); on a 2-core AVX512-BF16 CPU with packed convolutions,
-    # NCHW was as fast at batch 1 and 1.03x faster at batch 8 (cifar10, stl10).
-    channels_last: bool = False
+    # NHWC weights and activations: True always, False never. None (the default): NCHW on GPUs, where NHWC was slower
+    # (H100, bf16, CUDA graphs, batch 100: cifar10 25.8 against 22.5 ms NCHW, stl10 83.5 / 67.0, celeba_256 249 /
+    # 178, lsun 495 / 355: layout copies around the ops that lack NHWC kernels); on CPUs NHWC activations for the
+    # batches where oneDNN's NHWC convolutions pay (`nhwc_pays_on_cpu`), with the weights left as they are.
+    channels_last: bool | None = None
 
     def graphs_on(self, device: torch.device | str) -> bool:
         """Whether the sampler replays CUDA graphs on `device` (cuda_graphs None: on CUDA devices)."""
@@ -142,6 +142,20 @@ class FastPath:
         """e.g. "bf16" or "fp32, compile, cuda_graphs, channels_last"."""
         on = [("compile", self.compile), ("cuda_graphs", self.graphs_on(device)), ("channels_last", self.channels_last)]
         return ", ".join([resolve_precision(self.precision, device), *(name for name, flag in on if flag)])
+
+
+def nhwc_pays_on_cpu(x: torch.Tensor) -> bool:
+    """Whether the CPU sampler should run this generator input's batch with NHWC (channels-last) activations.
+
+    oneDNN's NHWC convolutions beat NCHW ones on large maps (they skip the per-call conversion to its blocked
+    layout; 1x1 convolutions on [8, 128, 128, 128] run 2.5x faster), and lose on small ones. Measured on a 2-core
+    AVX512-BF16 CPU, full fp32 sampling, NHWC against NCHW: celeba_256 1.10-1.15x at batch 2 to 8 but 0.95x at
+    batch 1, stl10 1.05-1.09x at batch 8 and 16 (1.02x at 4, 0.93x at 1), cifar10 1.04x at batch 32 (0.95x at
+    8); bf16 beyond the packed batches: stl10 1.06x at batch 16, cifar10 0.97x at 32. Hence: at least 2 samples
+    and 8192 positions (batch x height x width) in the input map.
+    """
+    b, _, h, w = x.shape
+    return x.device.type == "cpu" and b >= 2 and b * h * w >= 8192
 
 
 def low_precision_copy(generator: nn.Module, dtype: torch.dtype, pack: bool = False) -> nn.Module:
@@ -187,6 +201,8 @@ class SamplerRunner:
             generator = generator if self.weights_dtype is not None else copy.deepcopy(generator)
             generator = generator.to(memory_format=torch.channels_last)
         self.generator = generator
+        # NHWC activations chosen per batch (channels_last None, eager CPU sampling; inductor picks layouts itself)
+        self.nhwc_batches = fast.channels_last is None and self.device.type == "cpu" and not fast.compile
         self.diffusion = VPDiffusion(cfg.diffusion, self.device)
         self._steps = torch.compile(self._pure, dynamic=False) if fast.compile else self._pure
         self._graphs: dict[tuple, tuple] = {}
@@ -195,6 +211,8 @@ class SamplerRunner:
         """The generator as the sampler runs it (inside `precision_context()`): x0 predicted from x_{t+1}."""
         if self.weights_dtype is not None:
             x = x.to(self.weights_dtype)
+        if self.nhwc_batches and nhwc_pays_on_cpu(x):
+            x = x.contiguous(memory_format=torch.channels_last)  # every later map follows the input's layout
         return self.generator.predict(x, cond)
 
     def precision_context(self):

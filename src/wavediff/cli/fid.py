@@ -147,7 +147,7 @@ def sample_source(args, default_n: int = PAPER_N):
         "precision": args.precision != "fp32",
         "compile": args.compile,
         "cuda_graphs": args.cuda_graphs is not None,
-        "channels_last": args.channels_last,
+        "channels_last": args.channels_last is not None,
     }
     for flag, given in sampler_flags.items():
         if given:
