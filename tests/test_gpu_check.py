@@ -74,5 +74,5 @@ def test_gpu_check_compile_step_plans_every_preset_compiled():
     assert [(p, s) for p, s, _ in plan] == [("cifar10", "fast+compile"), ("stl10", "fast+compile")]
     assert all("--compile" in flags and "--cuda-graphs" in flags for _, _, flags in plan)
     default, _ = gpu_check.bench_plan(opts, "bench")
-    assert [s for _, s, _ in default] == ["fp32", "fast", "fast", "fast+compile"]
+    assert [s for _, s, _ in default] == ["fp32", "fast", "fast", "fast+compile", "fast+nhwc"]
     assert "compile" not in gpu_check.DEFAULT_STEPS
