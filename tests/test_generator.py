@@ -217,7 +217,7 @@ def test_bf16_autocast_keeps_block_activations_in_bf16():
 @pytest.mark.parametrize("batch", [1, 3])
 def test_adaptive_group_norm_paths_agree(batch):
     """AdaGN's one-GroupNorm form (NCHW maps, and any batch of 1) equals the plain scale-and-shift formula,
-    forward and backward; channels-last batches take the plain form."""
+    forward and backward, in the input's layout; channels-last batches take the plain form."""
     from wavediff.models.layers import AdaptiveGroupNorm
 
     torch.manual_seed(0)
@@ -232,5 +232,6 @@ def test_adaptive_group_norm_paths_agree(batch):
         xl = x.detach().to(memory_format=layout).requires_grad_(True)
         out = norm(xl, style)
         torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-12)
+        assert out.is_contiguous(memory_format=layout)  # no layout change for the next convolution to undo
         for a, b in zip(torch.autograd.grad(out, (xl, style), go), want):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)

@@ -257,9 +257,12 @@ class AdaptiveGroupNorm(nn.Module):
             # scale and shift: the normalisation and the per-sample affine in one kernel and, above all, one
             # backward. PyTorch's CPU addcmul with [B, C, 1, 1] operands (the plain form below) is slow forward
             # and much slower backward (2 cores, [8, 256, 16, 16] fp32: 1.5 ms against 0.16 ms forward and
-            # backward; bf16 0.83 against 0.20 ms). The same numbers up to float rounding. At batch 1 the view
-            # is the map itself, whatever its memory format.
+            # backward; bf16 0.83 against 0.20 ms). The same numbers up to float rounding. At batch 1 that view
+            # is the map itself, of any memory format: no reshape there, which would restride a channels-last
+            # map's batch dimension so that GroupNorm returns NCHW and the next convolution copies it back.
             b, c = x.shape[:2]
+            if b == 1:
+                return group_norm(x, self.groups, gamma.reshape(-1), beta.reshape(-1))
             out = group_norm(x.reshape(1, b * c, *x.shape[2:]), b * self.groups, gamma.reshape(-1), beta.reshape(-1))
             return out.view_as(x)
         # Channels-last batches (the bf16 sampler's packed convolutions) have no such view.
