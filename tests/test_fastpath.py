@@ -129,17 +129,46 @@ def test_cpu_sampler_runs_large_batches_with_nhwc_activations(tiny, monkeypatch)
     assert nhwc_pays_on_cpu(torch.zeros(2, 12, 64, 64)) and not nhwc_pays_on_cpu(torch.zeros(4, 12, 32, 32))
     big = -(-8192 // (res * res))  # the smallest batch that qualifies for this preset
     layouts = []
-    predict = G.predict
-    monkeypatch.setattr(G, "predict", lambda x, cond: layouts.append(_channels_last(x)) or predict(x, cond))
-    auto = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32")).sample(range(big))
+
+    def run(batch: int, **fast):
+        runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32", **fast))
+        predict = runner.generator.predict
+        monkeypatch.setattr(
+            runner.generator, "predict", lambda x, c: layouts.append(_channels_last(x)) or predict(x, c)
+        )
+        return runner.sample(range(batch))
+
+    auto = run(big)
     assert layouts and all(layouts) and all(p.is_contiguous() for p in G.parameters())
     layouts.clear()
-    SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32")).sample(range(big - 1))
+    run(big - 1)
     assert layouts and not any(layouts)
     layouts.clear()
-    nchw = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32", channels_last=False)).sample(range(big))
+    nchw = run(big, channels_last=False)
     assert layouts and not any(layouts)
     assert (auto - nchw).abs().max() < 1e-5  # other kernels, same arithmetic
+
+
+def test_cpu_fp32_sampler_packs_a_copy_that_shares_the_weights(tiny):
+    """fp32 on the CPU packs the convolutions of a structural copy: the caller's modules keep their classes,
+    images match the unpacked sampler up to float rounding, and in-place weight updates (EMA) reach it."""
+    from wavediff.models.packed import PackedConv2d, packing_available
+
+    if not packing_available():
+        pytest.skip("this PyTorch build has no oneDNN packing operators")
+    G, cfg = tiny
+    runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32"))
+    assert any(type(m) is PackedConv2d for m in runner.generator.modules())
+    assert not any(type(m) is PackedConv2d for m in G.modules())
+    assert {p.data_ptr() for p in runner.generator.parameters()} == {p.data_ptr() for p in G.parameters()}
+    unpacked = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32"))
+    unpacked.generator = G  # the plain modules
+    seeds = range(2)
+    torch.testing.assert_close(runner.sample(seeds), unpacked.sample(seeds), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.mul_(0.9)
+    torch.testing.assert_close(runner.sample(seeds), unpacked.sample(seeds), atol=1e-5, rtol=0)
 
 
 def _channels_last(x) -> bool:

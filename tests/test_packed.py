@@ -1,4 +1,5 @@
-"""Packed oneDNN convolutions of the CPU sampler's bf16 copy: same results as nn.Conv2d, bounded cache, fallbacks."""
+"""Packed oneDNN convolutions of the CPU sampler (bf16 copy, fp32 shared weights): same results as nn.Conv2d,
+bounded cache, fallbacks."""
 
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def test_the_cache_is_bounded_private_to_a_copy_and_follows_weight_changes(monke
             rtol=2e-2,
             atol=2e-2,
         )
+        assert len(conv._packed) == 1  # what was packed from the old weights went (no stale copies kept)
 
 
 def test_autograd_and_mismatched_dtypes_take_the_plain_path():

@@ -41,6 +41,7 @@ import torch.nn as nn
 from .config import ExperimentConfig
 from .diffusion import Generators, VPDiffusion, randn
 from .errors import ConfigError
+from .models.packed import pack_convolutions, packing_available
 from .wavelets import wavelet_to_image
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -158,6 +159,13 @@ def nhwc_pays_on_cpu(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and b >= 2 and b * h * w >= 8192
 
 
+def shared_weights_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module`'s structure that shares its parameters and buffers (so packing its convolutions, which
+    swaps their classes, leaves `module` as it was, and later updates of the weights reach the copy)."""
+    memo = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    return copy.deepcopy(module, memo)
+
+
 def low_precision_copy(generator: nn.Module, dtype: torch.dtype, pack: bool = False) -> nn.Module:
     """A copy of `generator` with its weights in `dtype`, except the conditioning linears (fp32).
 
@@ -165,7 +173,6 @@ def low_precision_copy(generator: nn.Module, dtype: torch.dtype, pack: bool = Fa
     batches up to 8 (`PackedConv2d`: 1.3-3x faster convolutions at batch 1, the same bf16 numbers there).
     """
     from .models.layers import ConditioningLinear
-    from .models.packed import pack_convolutions, packing_available
 
     generator = copy.deepcopy(generator)
     for module in generator.modules():
@@ -194,12 +201,20 @@ class SamplerRunner:
             raise ConfigError(f"--cuda-graphs needs a CUDA device, not {self.device}; drop it or pass --device cuda")
         # copies: the caller's generator keeps its fp32 weights and layout (safetensors wants them contiguous)
         self.weights_dtype = torch.bfloat16 if self.precision == "bf16" else None
-        if self.weights_dtype is not None:
-            pack = self.device.type == "cpu" and not fast.compile  # inductor packs weights itself
+        pack = self.device.type == "cpu" and not fast.compile  # inductor packs weights itself
+        owned = self.weights_dtype is not None
+        if owned:
             generator = low_precision_copy(generator, self.weights_dtype, pack=pack)
         if fast.channels_last:  # the private bf16 copy converts in place; the caller's generator stays NCHW
-            generator = generator if self.weights_dtype is not None else copy.deepcopy(generator)
+            generator = generator if owned else copy.deepcopy(generator)
             generator = generator.to(memory_format=torch.channels_last)
+            owned = True
+        if pack and self.precision == "fp32" and packing_available():
+            # fp32 packs too: the same numbers up to float rounding (images within 4e-6), 1.3-1.4x faster at
+            # batch 1 and 1.05-1.1x at 8 (2-core CPU: cifar10, stl10, celeba_256). The structure is copied, the
+            # weights shared: no second fp32 model in memory, and in-place updates (an EMA) are packed again.
+            generator = generator if owned else shared_weights_copy(generator)
+            pack_convolutions(generator)
         self.generator = generator
         # NHWC activations chosen per batch (channels_last None, eager CPU sampling; inductor picks layouts itself)
         self.nhwc_batches = fast.channels_last is None and self.device.type == "cpu" and not fast.compile
