@@ -21,7 +21,8 @@ def add_fast_arguments(p, precision_default: str = "auto") -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the sampler (the first batch of each size compiles: worth it for many batches)",
+        help="torch.compile the sampler (the first batch of each size compiles: worth it for many batches on a GPU; "
+        "on a 2-core CPU eager was faster, celeba_256 bf16 batch 8: 1.30 s eager, 1.82 s compiled)",
     )
     p.add_argument(
         "--cuda-graphs",
