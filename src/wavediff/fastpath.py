@@ -231,7 +231,7 @@ class SamplerRunner:
         return self.generator.predict(x, cond)
 
     def precision_context(self):
-        """Where `net` must run: autocast for fp16; nothing for fp32, tf32 and bf16 (a bf16 copy of the weights)."""
+        """Where `steps` must run: autocast for fp16; nothing for fp32, tf32 and bf16 (a bf16 copy of the weights)."""
         return autocast(self.device, "fp16") if self.precision == "fp16" else contextlib.nullcontext()
 
     def steps(self, x_T: torch.Tensor, zs: torch.Tensor, noises: torch.Tensor):

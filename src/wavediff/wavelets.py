@@ -44,13 +44,15 @@ def dwt(x: torch.Tensor) -> torch.Tensor:
         # faster than gathering through pixel_unshuffle, which returns NCHW and costs every next convolution a
         # layout copy. The same arithmetic, bit for bit.
         a, b_, c_, d = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
-    else:
-        a, b_, c_, d = F.pixel_unshuffle(x, 2).reshape(b, c, 4, h // 2, w // 2).unbind(2)  # block [a b; c d]
-    top, bottom, top_diff, bottom_diff = a + b_, c_ + d, a - b_, c_ - d
-    bands = (top + bottom, top - bottom, top_diff + bottom_diff, top_diff - bottom_diff)  # LL, P, Q, HH
-    if _channels_last(x):
-        return torch.cat(bands, 1).mul_(0.5)
-    return torch.stack(bands, 1).mul_(0.5).reshape(b, 4 * c, h // 2, w // 2)
+        return torch.cat(_butterfly(a, b_, c_, d), 1).mul_(0.5)
+    a, b_, c_, d = F.pixel_unshuffle(x, 2).reshape(b, c, 4, h // 2, w // 2).unbind(2)  # block [a b; c d]
+    return torch.stack(_butterfly(a, b_, c_, d), 1).mul_(0.5).reshape(b, 4 * c, h // 2, w // 2)
+
+
+def _butterfly(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The bands (LL, P, Q, HH), times 2, of the 2x2 blocks [a b; c d]."""
+    top, bottom, top_diff, bottom_diff = a + b, c + d, a - b, c - d
+    return top + bottom, top - bottom, top_diff + bottom_diff, top_diff - bottom_diff
 
 
 def idwt(y: torch.Tensor) -> torch.Tensor:

@@ -252,20 +252,18 @@ class AdaptiveGroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         gamma, beta = like_activations(style, x).chunk(2, dim=1)
-        if x.is_contiguous() or x.shape[0] == 1:
-            # One GroupNorm over a [1, B*C, H, W] view, whose affine weight and bias are every sample's own
-            # scale and shift: the normalisation and the per-sample affine in one kernel and, above all, one
-            # backward. PyTorch's CPU addcmul with [B, C, 1, 1] operands (the plain form below) is slow forward
-            # and much slower backward (2 cores, [8, 256, 16, 16] fp32: 1.5 ms against 0.16 ms forward and
-            # backward; bf16 0.83 against 0.20 ms). The same numbers up to float rounding. At batch 1 that view
-            # is the map itself, of any memory format: no reshape there, which would restride a channels-last
-            # map's batch dimension so that GroupNorm returns NCHW and the next convolution copies it back.
+        # The scale and shift as GroupNorm's own affine weight and bias: the normalisation and the per-sample affine
+        # in one kernel and, above all, one backward. PyTorch's CPU addcmul with [B, C, 1, 1] operands (the plain
+        # form, last) is slow forward and much slower backward (2 cores, [8, 256, 16, 16] fp32: 1.5 ms against
+        # 0.16 ms forward and backward; bf16 0.83 against 0.20 ms). The same numbers up to float rounding.
+        if x.shape[0] == 1:  # the map as it is, of any memory format (a reshape would restride a channels-last
+            # map's batch dimension, GroupNorm would return NCHW, and the next convolution would copy it back)
+            return group_norm(x, self.groups, gamma.reshape(-1), beta.reshape(-1))
+        if x.is_contiguous():  # NCHW: every sample's C channels as channels of one [1, B*C, H, W] map
             b, c = x.shape[:2]
-            if b == 1:
-                return group_norm(x, self.groups, gamma.reshape(-1), beta.reshape(-1))
-            out = group_norm(x.reshape(1, b * c, *x.shape[2:]), b * self.groups, gamma.reshape(-1), beta.reshape(-1))
-            return out.view_as(x)
-        # Channels-last batches (the bf16 sampler's packed convolutions) have no such view.
+            flat = x.reshape(1, b * c, *x.shape[2:])
+            return group_norm(flat, b * self.groups, gamma.reshape(-1), beta.reshape(-1)).view_as(x)
+        # channels-last batches (the bf16 sampler's packed convolutions) have no such view
         return torch.addcmul(beta[:, :, None, None], group_norm(x, self.groups, eps=1e-6), gamma[:, :, None, None])
 
 
