@@ -208,3 +208,33 @@ def test_a_failed_cuda_graph_capture_names_the_flag_that_avoids_it(tiny, monkeyp
         r"capturing\); rerun with --no-cuda-graphs$",
     ):
         runner.sample(range(2))
+
+
+def test_compile_traces_the_generator_once_for_all_t_steps(tiny, monkeypatch):
+    """--compile compiles the network the T steps share, not T unrolled copies of it (inductor then compiles one
+    network: 38 s instead of 252 s for the tiny preset on a 2-core CPU), with the eager sampler's images."""
+    from torch._dynamo.testing import CompileCounter
+
+    G, cfg = tiny
+    counters, compile_ = [], torch.compile
+
+    def counting_compile(fn, **kwargs):  # dynamo's tracing with a counting backend instead of inductor
+        counters.append(CompileCounter())
+        return compile_(fn, backend=counters[-1], **kwargs)
+
+    torch._dynamo.reset()
+    monkeypatch.setattr("wavediff.fastpath.torch.compile", counting_compile)
+    runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32", compile=True))
+    got = runner.sample([4, 9])
+    expected = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32")).sample([4, 9])
+    # the eager CPU sampler packs its convolutions (oneDNN), the compiled one does not: float rounding apart
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert cfg.diffusion.num_timesteps > 1 and len(counters) == 1
+    # one graph, traced once and reused by every step: as many operators as one forward of the network alone
+    single = CompileCounter()
+    x = torch.randn(2, cfg.data_channels, cfg.data_resolution, cfg.data_resolution)
+    with torch.no_grad():
+        compile_(G.predict, backend=single, dynamic=False)(
+            x, G.conditioning(torch.ones(2).long(), torch.randn(2, cfg.generator.nz))
+        )
+    assert counters[0].frame_count == 1 and counters[0].op_count == single.op_count > 0
