@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     device = torch.device(opts.device)
     cfg = get_preset(opts.preset)
     G = build_generator(cfg.generator).to(device).eval().requires_grad_(False)
-    fast = FastPath(opts.precision, opts.compile, opts.cuda_graphs, opts.channels_last)
+    fast = FastPath(opts.precision, opts.compile, cuda_graphs=opts.cuda_graphs, channels_last=opts.channels_last)
     once = sampler_pass(G, cfg, opts.batch, device, fast)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(3):

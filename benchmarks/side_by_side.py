@@ -195,6 +195,10 @@ def _time_ours(opts, device, seconds) -> dict:
         if device.type == "cuda":  # the GPU fast path: CUDA graphs at the default precision (NCHW: faster there)
             fast = FastPath(precision=auto, cuda_graphs=True)
             out["sample"][f"fast/{b}"] = _median(sampler_pass(G, cfg, b, device, fast), seconds, opts.warmup, opts.reps)
+            if opts.sample_compile:  # and compiled (the first pass of each batch size compiles: in the warm-up)
+                fast = FastPath(precision=auto, cuda_graphs=True, compile=True)
+                once = sampler_pass(G, cfg, b, device, fast)
+                out["sample"][f"fast_compile/{b}"] = _median(once, seconds, opts.warmup, opts.reps)
     if not opts.train_batches:
         return out
     configure_training_device(device)  # as `wavediff train` does (cuDNN autotuning on CUDA)
@@ -367,6 +371,8 @@ def _run(opts, worker: str, preset: str, workdir: str, code: str = "ours") -> di
         cmd.append("--authors-cuda-ops")
     if opts.train_compile:
         cmd.append("--train-compile")
+    if opts.sample_compile:
+        cmd.append("--sample-compile")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(opts, code))
     print(f"  [{worker} worker, {code}, {preset}: {time.perf_counter() - t0:.0f} s]", flush=True)
@@ -445,6 +451,9 @@ def _summarise(preset: str, check: dict, rounds: dict) -> dict:
         if f"fast/{b}" in rounds["ours"][0]["sample"]:
             rows["sample"][b]["ours_fast"] = t = med("ours", "sample", f"fast/{b}")
             fast += f"   fast path (+CUDA graphs): {t:.4f} s, {theirs / t:.2f}x"
+        if f"fast_compile/{b}" in rounds["ours"][0]["sample"]:
+            rows["sample"][b]["ours_fast_compile"] = t = med("ours", "sample", f"fast_compile/{b}")
+            fast += f"   compiled: {t:.4f} s, {theirs / t:.2f}x"
         print(
             f"{'sampling, batch ' + b:<34}{theirs:>12.4f}{ours32:>11.4f}{theirs / ours32:>6.2f}x"
             f"{ours_auto:>11.4f}{theirs / ours_auto:>6.2f}x   fp32: {achieved:.0f} GFLOP/s, "
@@ -480,6 +489,11 @@ def main(argv=None) -> None:
     ap.add_argument("--train-batches", nargs="*", type=int, help="training batches (CPU: 8; GPU: 32)")
     ap.add_argument(
         "--train-compile", action="store_true", help="also time our training iteration with train.compile=true"
+    )
+    ap.add_argument(
+        "--sample-compile",
+        action="store_true",
+        help="on a GPU, also time the fast path compiled (--compile; each batch size compiles for a minute or so)",
     )
     ap.add_argument("--rounds", type=int, default=5, help="pairs of fresh processes (>= 5 for the README)")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions in each process")

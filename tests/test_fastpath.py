@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
 
@@ -238,3 +240,27 @@ def test_compile_traces_the_generator_once_for_all_t_steps(tiny, monkeypatch):
             x, G.conditioning(torch.ones(2).long(), torch.randn(2, cfg.generator.nz))
         )
     assert counters[0].frame_count == 1 and counters[0].op_count == single.op_count > 0
+
+
+def test_compile_mode_reaches_torch_compile_and_bad_modes_are_refused(tiny, monkeypatch):
+    """--compile-mode max-autotune asks inductor to autotune without its own CUDA graphs (the sampler replays
+    its own); an unknown mode is a one-line error naming the modes."""
+    from wavediff.cli.fastopts import add_fast_arguments, fast_from_args
+
+    G, cfg = tiny
+    seen = []
+    monkeypatch.setattr("wavediff.fastpath.torch.compile", lambda fn, **kw: seen.append(kw) or fn)
+    p = argparse.ArgumentParser()
+    add_fast_arguments(p)
+    fast = fast_from_args(p.parse_args(["--compile-mode", "max-autotune"]))
+    assert fast.compile and fast.describe("cpu").endswith("compile (max-autotune)")
+    SamplerRunner(G, cfg, "cpu", fast)
+    assert seen[-1]["mode"] == "max-autotune-no-cudagraphs"
+    plain = fast_from_args(p.parse_args(["--compile"]))
+    SamplerRunner(G, cfg, "cpu", plain)
+    assert plain.compile_mode == "default" and seen[-1]["mode"] is None
+    assert not fast_from_args(p.parse_args([])).compile
+    with pytest.raises(ConfigError, match="unknown compile mode 'fastest'; use one of default, max-autotune"):
+        SamplerRunner(G, cfg, "cpu", FastPath(compile=True, compile_mode="fastest"))
+    with pytest.raises(SystemExit):
+        p.parse_args(["--compile-mode", "fastest"])

@@ -71,8 +71,17 @@ def test_gpu_check_compile_step_plans_every_preset_compiled():
 
     opts = SimpleNamespace(cpu=False, presets=["cifar10", "stl10"], warmup=5, runs=30)
     plan, common = gpu_check.bench_plan(opts, "compile")
-    assert [(p, s) for p, s, _ in plan] == [("cifar10", "fast+compile"), ("stl10", "fast+compile")]
-    assert all("--compile" in flags and "--cuda-graphs" in flags for _, _, flags in plan)
+    assert [(p, s) for p, s, _ in plan] == [
+        ("cifar10", "fast+compile"),
+        ("cifar10", "fast+autotune"),
+        ("cifar10", "fast+compile+freezing"),
+        ("stl10", "fast+compile"),
+    ]
+    assert all(("--compile" in flags or "--compile-mode" in flags) and "--cuda-graphs" in flags for *_, flags in plan)
+    assert plan[1][2][-2:] == ["--compile-mode", "max-autotune"]
+    assert gpu_check.SETTING_ENV[plan[2][1]] == {"TORCHINDUCTOR_FREEZING": "1"}
+    only_stl10, _ = gpu_check.bench_plan(SimpleNamespace(**{**vars(opts), "presets": ["stl10"]}), "compile")
+    assert [s for _, s, _ in only_stl10] == ["fast+compile"]
     default, _ = gpu_check.bench_plan(opts, "bench")
     assert [s for _, s, _ in default] == ["fp32", "fast", "fast", "fast+compile", "fast+nhwc"]
     assert "compile" not in gpu_check.DEFAULT_STEPS

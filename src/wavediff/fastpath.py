@@ -46,6 +46,8 @@ from .wavelets import wavelet_to_image
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16", "fp16")
+# --compile's modes -> torch.compile's (without inductor's CUDA graphs: the sampler captures its own)
+COMPILE_MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
 
 
 @functools.cache
@@ -125,6 +127,10 @@ class FastPath:
 
     precision: str = "auto"
     compile: bool = False  # torch.compile the generator (inductor) that the T steps run; each batch size compiles once
+    # "default", or "max-autotune": inductor benchmarks Triton templates against cuDNN / cuBLAS for every convolution
+    # and matrix product while compiling (minutes), as torch.compile's mode "max-autotune-no-cudagraphs" (the sampler
+    # replays CUDA graphs of its own)
+    compile_mode: str = "default"
     # Capture the T steps of each batch size in a CUDA graph and replay it. None: on for CUDA devices (what the CLI
     # asks for by default). On an H100 at batch 100, bf16: cifar10 90.8 -> 22.5 ms per batch; at batch 1 the eager
     # sampler is bound by kernel launches and graphs make it 10x faster (docs/gpu_runs.md).
@@ -141,7 +147,8 @@ class FastPath:
 
     def describe(self, device: torch.device | str) -> str:
         """e.g. "bf16" or "fp32, compile, cuda_graphs, channels_last"."""
-        on = [("compile", self.compile), ("cuda_graphs", self.graphs_on(device)), ("channels_last", self.channels_last)]
+        compiled = "compile" if self.compile_mode == "default" else f"compile ({self.compile_mode})"
+        on = [(compiled, self.compile), ("cuda_graphs", self.graphs_on(device)), ("channels_last", self.channels_last)]
         return ", ".join([resolve_precision(self.precision, device), *(name for name, flag in on if flag)])
 
 
@@ -223,7 +230,13 @@ class SamplerRunner:
         # one network instead of T unrolled copies (tiny preset, 2-core CPU: 38 s against 252 s, same images); the
         # posterior steps between them are a few element-wise ops, and CUDA graphs replay the whole loop anyway
         # (H100, bf16, batch 100: cifar10 12.9 ms per batch, against 13.6 ms with the loop compiled, channels_last)
-        self._compiled = torch.compile(generator.predict, dynamic=False) if fast.compile else None
+        self._compiled = None
+        if fast.compile:
+            if fast.compile_mode not in COMPILE_MODES:
+                modes = ", ".join(COMPILE_MODES)
+                raise ConfigError(f"unknown compile mode {fast.compile_mode!r}; use one of {modes}")
+            mode = COMPILE_MODES[fast.compile_mode]
+            self._compiled = torch.compile(generator.predict, dynamic=False, mode=mode)
         self._graphs: dict[tuple, tuple] = {}
 
     def _predict(self, x: torch.Tensor, cond) -> torch.Tensor:

@@ -6,6 +6,7 @@ import argparse
 
 # as fastpath.PRECISION_CHOICES, without importing torch for --help
 PRECISION_CHOICES = ["auto", "fp32", "tf32", "bf16", "fp16"]
+COMPILE_MODES = ["default", "max-autotune"]  # as fastpath.COMPILE_MODES
 
 
 def add_fast_arguments(p, precision_default: str = "auto") -> None:
@@ -21,8 +22,15 @@ def add_fast_arguments(p, precision_default: str = "auto") -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the sampler (the first batch of each size compiles: worth it for many batches on a GPU; "
-        "on a 2-core CPU eager was faster, celeba_256 bf16 batch 8: 1.30 s eager, 1.82 s compiled)",
+        help="torch.compile the generator (the first batch of each size compiles, 30 s to 2 min on an H100: worth it "
+        "for many batches on a GPU, where it made batch-100 sampling 1.4-1.9x faster; on a 2-core CPU eager was "
+        "faster, celeba_256 bf16 batch 8: 1.30 s eager, 1.82 s compiled)",
+    )
+    p.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        help="implies --compile. default: as --compile; max-autotune: inductor also benchmarks Triton kernels against "
+        "cuDNN and cuBLAS for each convolution and matrix product while compiling (slower to compile)",
     )
     p.add_argument(
         "--cuda-graphs",
@@ -45,7 +53,11 @@ def fast_from_args(args):
     from ..fastpath import FastPath
 
     return FastPath(
-        precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs, channels_last=args.channels_last
+        precision=args.precision,
+        compile=args.compile or args.compile_mode is not None,
+        compile_mode=args.compile_mode or "default",
+        cuda_graphs=args.cuda_graphs,
+        channels_last=args.channels_last,
     )
 
 

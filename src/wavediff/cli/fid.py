@@ -146,6 +146,7 @@ def sample_source(args, default_n: int = PAPER_N):
         "official_args": bool(args.official_args),
         "precision": args.precision != "fp32",
         "compile": args.compile,
+        "compile_mode": args.compile_mode is not None,
         "cuda_graphs": args.cuda_graphs is not None,
         "channels_last": args.channels_last is not None,
     }
