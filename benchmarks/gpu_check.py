@@ -21,9 +21,9 @@ their time.
 
 `--steps compile` (not in the default run: a second call on the same machine) benches every preset's
 sampler compiled (the batch-100 targets need the fusion), and cifar10's also with inductor's max-autotune
-and with its freezing; then, with --authors-repo, runs the side-by-side in one round: cifar10 sampling at
-batch 100 with the compiled fast path (the same-run ratio) and training at --train-batches (compiled too
-with --train-compile).
+and with its freezing, and profiles compiled cifar10 (which kernels take the time); then, with
+--authors-repo, runs the side-by-side in one round: cifar10 sampling at batch 100 with the compiled fast
+path (the same-run ratio) and training at --train-batches (compiled too with --train-compile).
 
 `--cpu` runs the same steps on the CPU with a small budget (the tiny preset, a few runs, no compile),
 so the test suite catches a broken check without a GPU.
@@ -59,14 +59,14 @@ def _env(device: str, quick: bool) -> dict:
     return env
 
 
-def _run(cmd: list[str], env: dict, timeout: float) -> dict:
+def _run(cmd: list[str], env: dict, timeout: float, tail: int = 1500) -> dict:
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(timeout, 1), cwd=ROOT)
         rc, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as e:
         rc, out, err = "timeout", (e.stdout or b"").decode(errors="replace"), f"timed out after {timeout:.0f} s"
-    return {"cmd": " ".join(cmd), "rc": rc, "seconds": round(time.perf_counter() - t0, 1), "tail": (out + err)[-1500:]}
+    return {"cmd": " ".join(cmd), "rc": rc, "seconds": round(time.perf_counter() - t0, 1), "tail": (out + err)[-tail:]}
 
 
 def device_tests(opts, env: dict, timeout: float, part: str) -> dict:
@@ -251,6 +251,12 @@ def main(argv=None) -> int:
         report["compile"] = []
         keep = 0.4 * budget if opts.authors_repo else 0
         benches(opts, env, deadline - train_reserve - keep, report["compile"], save, "compile")
+        if not opts.cpu and "cifar10" in opts.presets:  # where the compiled time goes: kernels by device time
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "profile_sampler.py"), "--preset", "cifar10"]
+            cmd += ["--batch", "100", "--precision", "bf16", "--compile", "--rows", "30"]
+            report["compile_profile"] = r = _run(cmd, env, min(120, deadline - time.perf_counter()), tail=6000)
+            print(r["tail"][-3000:])
+            save()
         if opts.authors_repo:  # then, against theirs in the same run, sampling compiled and training
             extra = ["--batches", "100", "--sample-compile", "--train-batches", *map(str, opts.train_batches)]
             side_by_side("side_by_side_compile", 1, 1.0, extra + (["--train-compile"] if opts.train_compile else []))
