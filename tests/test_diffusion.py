@@ -23,10 +23,10 @@ ARRAYS = [
 @pytest.mark.parametrize("T", [1, 2, 4, 8])
 def test_schedule_matches_the_reference_to_the_last_bits(T):
     """The time grid and the betas are bit-identical to the reference. The arrays made from them by square roots
-    are within a few float32 ulps: PyTorch's CPU sqrt goes through MKL's vector math, whose results differ by an
-    ulp between CPUs (sqrt(float32(1e-8)): 1.0000000475e-4 on the AMD EPYC that made the reference, the correctly
-    rounded 9.9999997474e-5 on an Intel Xeon), so on any one machine ours and the authors' code agree bit for bit,
-    and across machines within an ulp or two (2.1e-7 relative at most, measured on that Intel Xeon)."""
+    are within an ulp or two: PyTorch's CPU square root differs by an ulp between CPUs (sqrt(float32(1e-8)) is
+    1.0000000475e-4 in the reference and on the AMD EPYC of earlier runs, the correctly rounded 9.9999997474e-5 on
+    an Intel Xeon; 2.1e-7 relative at most there), so on one machine ours and the authors' code agree bit for bit,
+    and across machines to that."""
     ref = json.loads((FIXTURES / "schedule_T1_T2_T4_T8.json").read_text())[f"T{T}"]
     d = VPDiffusion(DiffusionConfig(num_timesteps=T))
     torch.testing.assert_close(d.t_grid, torch.tensor(ref["t_grid"], dtype=torch.float64), atol=0, rtol=0)
