@@ -220,7 +220,7 @@ def test_compile_traces_the_generator_once_for_all_t_steps(tiny, monkeypatch):
     G, cfg = tiny
     counters, compile_ = [], torch.compile
 
-    def counting_compile(fn, **kwargs):  # dynamo's tracing with a counting backend instead of inductor
+    def counting_compile(fn, options=None, **kwargs):  # dynamo's tracing with a counting backend, not inductor
         counters.append(CompileCounter())
         return compile_(fn, backend=counters[-1], **kwargs)
 
@@ -240,6 +240,11 @@ def test_compile_traces_the_generator_once_for_all_t_steps(tiny, monkeypatch):
             x, G.conditioning(torch.ones(2).long(), torch.randn(2, cfg.generator.nz))
         )
     assert counters[0].frame_count == 1 and counters[0].op_count == single.op_count > 0
+    # on the CPU the compiled kernels hold the weights as constants: a later change of them is refused
+    with torch.no_grad():
+        runner.generator.net.official_order()[0].weight.mul_(1.0)
+    with pytest.raises(RuntimeError, match="weights changed after a compiled CPU sampler froze them"):
+        runner.sample([4])
 
 
 def test_compile_mode_reaches_torch_compile_and_bad_modes_are_refused(tiny, monkeypatch):
@@ -255,10 +260,11 @@ def test_compile_mode_reaches_torch_compile_and_bad_modes_are_refused(tiny, monk
     fast = fast_from_args(p.parse_args(["--compile-mode", "max-autotune"]))
     assert fast.compile and fast.describe("cpu").endswith("compile (max-autotune)")
     SamplerRunner(G, cfg, "cpu", fast)
-    assert seen[-1]["mode"] == "max-autotune-no-cudagraphs"
+    # on the CPU always with freezing (the weights as constants, packed by inductor)
+    assert seen[-1]["options"] == {"max_autotune": True, "coordinate_descent_tuning": True, "freezing": True}
     plain = fast_from_args(p.parse_args(["--compile"]))
     SamplerRunner(G, cfg, "cpu", plain)
-    assert plain.compile_mode == "default" and seen[-1]["mode"] is None
+    assert plain.compile_mode == "default" and seen[-1]["options"] == {"freezing": True}
     assert not fast_from_args(p.parse_args([])).compile
     with pytest.raises(ConfigError, match="unknown compile mode 'fastest'; use one of default, max-autotune"):
         SamplerRunner(G, cfg, "cpu", FastPath(compile=True, compile_mode="fastest"))

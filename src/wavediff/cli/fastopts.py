@@ -22,9 +22,9 @@ def add_fast_arguments(p, precision_default: str = "auto") -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the generator (the first batch of each size compiles, 30 s to 2 min on an H100: worth it "
-        "for many batches on a GPU, where it made batch-100 sampling 1.4-1.9x faster; on a 2-core CPU eager was "
-        "faster, celeba_256 bf16 batch 8: 1.30 s eager, 1.82 s compiled)",
+        help="torch.compile the generator (the first batch of each size compiles, 30 s to 2 min: worth it for many "
+        "batches; on an H100 batch-100 sampling ran 1.4-1.9x faster; on a 2-core CPU, where the weights are frozen "
+        "into the kernels, cifar10 fp32 ran 1.3-1.7x faster but stl10 and celeba_256 no faster than eager)",
     )
     p.add_argument(
         "--compile-mode",

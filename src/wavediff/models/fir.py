@@ -35,9 +35,9 @@ def make_kernel(k: Sequence[float] | torch.Tensor) -> torch.Tensor:
     return k / k.sum()
 
 
-@functools.cache
 def _kernel_1d(k: tuple[float, ...], gain: float) -> tuple[float, ...]:
-    """The 1-D factor of the separable kernel `make_kernel(k) * gain`, gain split over both axes."""
+    """The 1-D factor of the separable kernel `make_kernel(k) * gain`, gain split over both axes (a few float
+    operations: not cached, so torch.compile traces it without warning about a cache it would bypass)."""
     total = float(sum(k))
     return tuple(float(v) / total * gain**0.5 for v in k)
 
