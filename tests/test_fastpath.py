@@ -260,13 +260,31 @@ def test_compile_mode_reaches_torch_compile_and_bad_modes_are_refused(tiny, monk
     fast = fast_from_args(p.parse_args(["--compile-mode", "max-autotune"]))
     assert fast.compile and fast.describe("cpu").endswith("compile (max-autotune)")
     SamplerRunner(G, cfg, "cpu", fast)
-    # on the CPU always with freezing (the weights as constants, packed by inductor)
-    assert seen[-1]["options"] == {"max_autotune": True, "coordinate_descent_tuning": True, "freezing": True}
+    assert seen[-1]["options"] == {"max_autotune": True, "coordinate_descent_tuning": True}
     plain = fast_from_args(p.parse_args(["--compile"]))
     SamplerRunner(G, cfg, "cpu", plain)
-    assert plain.compile_mode == "default" and seen[-1]["options"] == {"freezing": True}
+    assert plain.compile_mode == "default" and seen[-1]["options"] == {}
     assert not fast_from_args(p.parse_args([])).compile
     with pytest.raises(ConfigError, match="unknown compile mode 'fastest'; use one of default, max-autotune"):
         SamplerRunner(G, cfg, "cpu", FastPath(compile=True, compile_mode="fastest"))
     with pytest.raises(SystemExit):
         p.parse_args(["--compile-mode", "fastest"])
+
+
+def test_compiled_cpu_sampler_freezes_and_packs_its_weights(tiny):
+    """Compiled for the CPU, the sampler has inductor freeze the weights (only on while it compiles), so its
+    convolutions run on oneDNN-packed weights as the eager sampler's do; the images are the eager ones."""
+    import torch._inductor.config as inductor_config
+    from torch.profiler import profile
+
+    G, cfg = tiny
+    torch._dynamo.reset()
+    runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32", compile=True))
+    expected = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32")).sample([1, 2])
+    torch.testing.assert_close(runner.sample([1, 2]), expected, atol=1e-5, rtol=0)
+    assert inductor_config.freezing is False
+    with profile() as prof:
+        runner.sample([1, 2])
+    names = {e.name for e in prof.events()}
+    assert "mkldnn::_convolution_pointwise" in names
+    assert not names & {"aten::mkldnn_convolution", "aten::_slow_conv2d_forward"}
