@@ -231,7 +231,8 @@ class SamplerRunner:
         # one network instead of T unrolled copies (tiny preset, 2-core CPU: 38 s against 252 s, same images); the
         # posterior steps between them are a few element-wise ops, and CUDA graphs replay the whole loop anyway
         # (H100, bf16, batch 100: cifar10 12.9 ms per batch, against 13.6 ms with the loop compiled, channels_last)
-        self._compiled, self._frozen = None, None
+        # the compiled generator, the context it runs in, and (CPU) the weight versions it froze
+        self._compiled, self._compiling, self._frozen = None, contextlib.nullcontext, None
         if fast.compile:
             if fast.compile_mode not in COMPILE_MODES:
                 modes = ", ".join(COMPILE_MODES)
@@ -245,10 +246,10 @@ class SamplerRunner:
                 # are: `_call` checks.
                 import torch._inductor.config as inductor_config
 
-                self._inductor_config = inductor_config
+                self._compiling = functools.partial(inductor_config.patch, freezing=True)
                 self._frozen = self._weight_versions(generator)
-            options = COMPILE_MODES[fast.compile_mode]
-            self._compiled = torch.compile(generator.predict, dynamic=False, options=dict(options))
+            options = dict(COMPILE_MODES[fast.compile_mode])
+            self._compiled = torch.compile(generator.predict, dynamic=False, options=options)
         self._graphs: dict[tuple, tuple] = {}
 
     def _predict(self, x: torch.Tensor, cond) -> torch.Tensor:
@@ -259,9 +260,7 @@ class SamplerRunner:
             x = x.contiguous(memory_format=torch.channels_last)  # every later map follows the input's layout
         if self._compiled is None:
             return self.generator.predict(x, cond)
-        if self._frozen is None:
-            return self._compiled(x, cond)
-        with self._inductor_config.patch(freezing=True):  # read when inductor compiles: at a new batch size
+        with self._compiling():  # (CPU) freezing on: inductor reads it when it compiles, at a new batch size
             return self._compiled(x, cond)
 
     def precision_context(self):
