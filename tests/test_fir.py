@@ -82,7 +82,7 @@ def test_short_axes_take_the_matrix_and_long_axes_the_slices():
     k = (1.0, 3.0, 3.0, 1.0)
     for w, slices in ((fir.MATMUL_MAX_LENGTH, False), (fir.MATMUL_MAX_LENGTH + 2, True)):
         x = torch.randn(1, 2, 4, w, dtype=torch.float64, requires_grad=True)
-        y = fir._upfirdn1d_cpu(x, k, 3, 1, 2, (1, 1))
+        y = fir._upfirdn1d_separable(x, k, 3, 1, 2, (1, 1))
         assert (y.grad_fn.name() == "_UpFirDn1dBackward") == slices
         torch.testing.assert_close(y, fir._upfirdn1d(x, k, 3, 1, 2, (1, 1)))
     bf16 = fir._resampling_matrix(8, k, 2, 1, (2, 1), torch.bfloat16, torch.device("cpu"))
@@ -113,3 +113,20 @@ def test_fir_conv_module_shapes():
     assert FIRConv2d(4, 6, 3, up=True)(x).shape == (2, 6, 16, 16)
     with pytest.raises(ValueError):
         FIRConv2d(4, 6, 2)
+
+
+@pytest.mark.parametrize("up,down", [(2, 1), (1, 2)])
+def test_compiled_graphs_resample_with_slices_on_every_device(up, down, monkeypatch):
+    """Inside torch.compile, GPUs take the separable slices too (inductor fuses them; a single-channel convolution
+    would stay a library call): on a non-CPU tensor (meta) no convolution runs while compiling, one runs in eager."""
+    calls = []
+    for name in ("conv2d", "conv_transpose2d"):
+        real = getattr(fir.F, name)
+        monkeypatch.setattr(fir.F, name, lambda *a, _real=real, **kw: calls.append(1) or _real(*a, **kw))
+    x = torch.empty(2, 3, 8, 8, device="meta")
+    pad = (2, 1) if up > 1 else (1, 1)
+    eager = upfirdn2d(x, (1.0, 3.0, 3.0, 1.0), up, down, pad)
+    assert calls == [1]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    compiled = upfirdn2d(x, (1.0, 3.0, 3.0, 1.0), up, down, pad)
+    assert calls == [1] and compiled.shape == eager.shape

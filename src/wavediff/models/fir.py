@@ -13,8 +13,12 @@ downsamples, channel by channel. Two implementations of the same sums:
   for downsampling and 1.1-5x for upsampling (benchmarks/bench_layers.py), and
   the matrices another 1.6-2x in fp32 on maps up to 32x32 (about even at
   64x64) and 1.7-4x in bf16 up to 64x64, where strided slices do not vectorise;
-* 2-D kernels, and other devices: a transposed convolution for `up > 1` and a
-  strided convolution for `down > 1`, channels folded into the batch.
+* inside torch.compile, on every device: the slices, which inductor fuses into
+  the kernels around them (a convolution stays an opaque library call, and a
+  single-channel one is a slow one);
+* 2-D kernels, and other devices in eager mode: a transposed convolution for
+  `up > 1` and a strided convolution for `down > 1`, channels folded into the
+  batch.
 """
 
 from __future__ import annotations
@@ -139,8 +143,8 @@ def _resampling_matrix(
     return _upfirdn1d(eye, k, 3, up, down, pad).view(n, -1).t().to(device=device, dtype=dtype).contiguous()
 
 
-def _upfirdn1d_cpu(x: torch.Tensor, k: tuple[float, ...], dim: int, up: int, down: int, pad) -> torch.Tensor:
-    """One axis of the separable CPU path: a matrix product on short axes, slices on long ones."""
+def _upfirdn1d_separable(x: torch.Tensor, k: tuple[float, ...], dim: int, up: int, down: int, pad) -> torch.Tensor:
+    """One axis of the separable path (CPU, or compiled): a matrix product on short axes, slices on long ones."""
     n = x.shape[dim]
     # Slices for: long axes; channels-last maps (the bf16 sampler's), which a product would first copy to NCHW
     # (measured 1.04x slower); compiled graphs (inductor fuses the slices).
@@ -160,8 +164,8 @@ def upfirdn2d(
     """
     if not isinstance(kernel, torch.Tensor) or kernel.dim() == 1:
         k = tuple(float(v) for v in kernel)
-        if x.device.type == "cpu":
-            return _upfirdn1d_cpu(_upfirdn1d_cpu(x, k, 3, up, down, pad), k, 2, up, down, pad)
+        if x.device.type == "cpu" or torch.compiler.is_compiling():
+            return _upfirdn1d_separable(_upfirdn1d_separable(x, k, 3, up, down, pad), k, 2, up, down, pad)
         kernel = _outer_on(k, x.device, x.dtype)
     b, c, h, w = x.shape
     kh, kw = kernel.shape
