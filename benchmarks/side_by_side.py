@@ -177,6 +177,7 @@ def _time_ours(opts, device, seconds) -> dict:
     from wavediff.runtime import configure_training_device
     from wavediff.timing import sampler_pass
     from wavediff.training.ema import EMA
+    from wavediff.training.graphs import GraphedTrainStep
     from wavediff.training.step import Nets, TrainStep
     from wavediff.wavelets import image_to_wavelet
 
@@ -224,6 +225,8 @@ def _time_ours(opts, device, seconds) -> dict:
     if opts.train_compile:
         Gc, Dc = torch.compile(G), torch.compile(D)
         steps["compile"] = train_step(Nets(G, D, Gc, Dc, Gc, Dc), "fp32")
+    if device.type == "cuda":  # `wavediff train --cuda-graphs`, fp32: each iteration replayed from a CUDA graph
+        steps["graphs"] = GraphedTrainStep(train_step(Nets(G, D, G, D, G, D), "fp32"))
     out["train_precisions"] = list(steps)
     for b in opts.train_batches:
         images = torch.rand(b, 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1
@@ -232,8 +235,7 @@ def _time_ours(opts, device, seconds) -> dict:
 
                 def iteration():
                     x0 = image_to_wavelet(images) if cfg.space == "wavelet" else images
-                    step.d_step(x0, r1)
-                    step.g_step(x0)
+                    step.iteration(x0, r1)
                     ema.update(G, b, b)
 
                 key = f"{name}/{'r1' if r1 else 'no_r1'}/{b}"
@@ -241,7 +243,9 @@ def _time_ours(opts, device, seconds) -> dict:
                     t0 = time.perf_counter()
                     iteration()
                     out["train"][f"first/{key}"] = time.perf_counter() - t0
-                out["train"][key] = _median(iteration, seconds, 1, opts.reps)
+                # graphs: the eager warm-up iterations of each kind, then its capture, are not timed
+                warmup = GraphedTrainStep.WARMUP + 1 if name == "graphs" else 1
+                out["train"][key] = _median(iteration, seconds, warmup, opts.reps)
     return out
 
 
@@ -478,6 +482,9 @@ def _summarise(preset: str, check: dict, rounds: dict) -> dict:
             rows["train"][key]["ours_compile"] = c = med("ours", "train", f"compile/{key}")
             rows["train"][key]["ours_compile_first_s"] = first = med("ours", "train", f"first/compile/{key}")
             line += f"   train.compile=true: {c:.4f} s, {theirs / c:.2f}x (first iteration {first:.0f} s)"
+        if f"graphs/{key}" in rounds["ours"][0]["train"]:
+            rows["train"][key]["ours_cuda_graphs"] = c = med("ours", "train", f"graphs/{key}")
+            line += f"   --cuda-graphs (fp32): {c:.4f} s, {theirs / c:.2f}x"
         print(line)
     return rows
 

@@ -73,15 +73,18 @@ def test_gpu_check_compile_step_plans_every_preset_compiled():
     plan, common = gpu_check.bench_plan(opts, "compile")
     assert [(p, s) for p, s, _ in plan] == [
         ("cifar10", "fast+compile"),
+        ("cifar10", "fast+compile+nhwc"),
+        ("stl10", "fast+compile+nhwc"),
         ("cifar10", "fast+autotune"),
         ("cifar10", "fast+compile+freezing"),
         ("stl10", "fast+compile"),
     ]
     assert all(("--compile" in flags or "--compile-mode" in flags) and "--cuda-graphs" in flags for *_, flags in plan)
-    assert plan[1][2][-2:] == ["--compile-mode", "max-autotune"]
-    assert gpu_check.SETTING_ENV[plan[2][1]] == {"TORCHINDUCTOR_FREEZING": "1"}
+    assert all(("--channels-last" in flags) == setting.endswith("nhwc") for _, setting, flags in plan)
+    assert plan[3][2][-2:] == ["--compile-mode", "max-autotune"]
+    assert gpu_check.SETTING_ENV[plan[4][1]] == {"TORCHINDUCTOR_FREEZING": "1"}
     only_stl10, _ = gpu_check.bench_plan(SimpleNamespace(**{**vars(opts), "presets": ["stl10"]}), "compile")
-    assert [s for _, s, _ in only_stl10] == ["fast+compile"]
+    assert [s for _, s, _ in only_stl10] == ["fast+compile+nhwc", "fast+compile"]
     default, _ = gpu_check.bench_plan(opts, "bench")
     assert [s for _, s, _ in default] == ["fp32", "fast", "fast", "fast+compile", "fast+nhwc"]
     assert "compile" not in gpu_check.DEFAULT_STEPS

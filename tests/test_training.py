@@ -188,6 +188,9 @@ def test_resumable_config_changes():
     # what a diverged run is resumed with: lower learning rates, another precision
     c = get_preset("tiny").override(["train.lr_g=1e-5", "train.lr_d=1e-5", "train.precision=bf16"]).to_dict()
     assert config_differences(a, c) == []
+    # how the iterations run on the device is not part of the run
+    d = get_preset("tiny").override(["train.compile=true", "train.cuda_graphs=true"]).to_dict()
+    assert config_differences(a, d) == []
     # a run saved before a field existed resumes when the field keeps its default, not when it is set
     older = copy.deepcopy(a)
     del older["train"]["t_weights"]
@@ -366,6 +369,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, cap
         "corrupt_state",
         "bad_t_weights",
         "bad_rec_weight",
+        "cuda_graphs_on_cpu",
     ],
 )
 def test_bad_input_is_one_line(case, images, tmp_path, capsys):
@@ -385,6 +389,7 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
         "corrupt_state": base + ["--resume", str(images / "00.png")],
         "bad_t_weights": base + ["--set", "train.t_weights=1,2,3"],
         "bad_rec_weight": base + ["--set", "train.rec_weight=0"],
+        "cuda_graphs_on_cpu": base + ["--cuda-graphs", "--device", "cpu"],
     }[case]
     rc, _, err = train_cli(capsys, *args)
     expected = {
@@ -397,6 +402,7 @@ def test_bad_input_is_one_line(case, images, tmp_path, capsys):
         "corrupt_state": "cannot read training state",
         "bad_t_weights": r"train.t_weights=1.0,2.0,3.0 must give 4 non-negative weights.*t_weights=1,1,1,1",
         "bad_rec_weight": r"train.rec_weight=0 must be > 0.*train.rec_loss=false",
+        "cuda_graphs_on_cpu": "train.cuda_graphs needs a CUDA device, not cpu; drop --cuda-graphs",
     }[case]
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert re.search(expected, err), err
@@ -491,3 +497,15 @@ def test_time_budget_progress_bar_counts_minutes_not_unreachable_steps(tmp_path,
     plain.advance(5)
     assert (plain.bar.total, plain.bar.n) == (300, 15)
     plain.close()
+
+
+def test_cuda_graphs_are_refused_where_they_cannot_run():
+    """Training from CUDA graphs needs a CUDA device and one process: anything else is one line naming the fix."""
+    from wavediff.errors import ConfigError
+    from wavediff.training.graphs import check_cuda_graphs
+
+    check_cuda_graphs(torch.device("cuda", 0), 1)  # checks the setting only: nothing runs on the device
+    with pytest.raises(ConfigError, match="needs a CUDA device, not cpu; drop --cuda-graphs"):
+        check_cuda_graphs(torch.device("cpu"), 1)
+    with pytest.raises(ConfigError, match="one process only, not 2; drop --cuda-graphs for multi-GPU training"):
+        check_cuda_graphs(torch.device("cuda"), 2)

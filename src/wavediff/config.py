@@ -113,6 +113,9 @@ class TrainConfig:
     t_weights: tuple[float, ...] = ()
     precision: str = "fp32"  # fp32 | bf16
     compile: bool = False
+    # replay each training iteration from a CUDA graph (one CUDA process; training/graphs.py): for small batches,
+    # where the GPU waits for kernel launches
+    cuda_graphs: bool = False
     seed: int = 1024
     checkpoint_every: int = 1000
     keep_last: int = 3

@@ -78,12 +78,13 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
-def autocast(device: torch.device, precision: str):
-    """Autocast context for `precision` ("fp32" is a no-op; "auto" as `resolve_precision`)."""
+def autocast(device: torch.device, precision: str, cache: bool = True):
+    """Autocast context for `precision` ("fp32" is a no-op; "auto" as `resolve_precision`). `cache=False` for code
+    captured in a CUDA graph: autocast's cache of weight casts must not outlive a capture (PyTorch's graph notes)."""
     precision = resolve_precision(precision, device)
     if precision in ("fp32", "tf32"):
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision], cache_enabled=cache)
 
 
 @contextlib.contextmanager

@@ -84,6 +84,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--precision", choices=("fp32", "bf16"), help="autocast precision (train.precision)")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (train.compile)")
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each iteration from a CUDA graph: for small batches, where the GPU waits for kernel launches "
+        "(one GPU, one process; train.cuda_graphs)",
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: this process's GPU, else the CPU)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument(
@@ -142,6 +148,8 @@ def resolve_config(args: argparse.Namespace):
     ]
     if args.compile:
         overrides.append("train.compile=true")
+    if args.cuda_graphs:
+        overrides.append("train.cuda_graphs=true")
     cfg = base.override(overrides)
     if cfg.data.path:  # saved absolute, so `--resume auto` from another directory reads the same data
         cfg = cfg.override([f"data.path={Path(cfg.data.path).expanduser().absolute()}"])

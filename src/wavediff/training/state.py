@@ -41,6 +41,7 @@ RESUMABLE_CHANGES = frozenset(
         "train.fid_ref",
         "train.inception_weights",
         "train.compile",
+        "train.cuda_graphs",
         "data.path",
         "data.num_workers",
         "data.persistent_workers",

@@ -70,6 +70,14 @@ class TrainStep:
         self.precision = cfg.train.precision
         weights = cfg.train.t_weights
         self.t_weights = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
+        self.autocast_cache = True  # off while a CUDA graph captures the steps (training/graphs.py)
+
+    def _autocast(self):
+        return autocast(self.device, self.precision, cache=self.autocast_cache)
+
+    def iteration(self, x0: torch.Tensor, r1: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One training iteration without the EMA update: the D step, then the G step. Returns their losses."""
+        return self.d_step(x0, r1), self.g_step(x0)
 
     def _pair(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.t_weights is None:
@@ -81,7 +89,7 @@ class TrainStep:
 
     def _fake(self, G: nn.Module, x_tp1: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = randn((x_tp1.shape[0], self.nz), self.rng, self.device)
-        with autocast(self.device, self.precision):
+        with self._autocast():
             x0_pred = G(x_tp1, t, z).float()
         noise = randn(x_tp1.shape, self.rng, self.device)
         return x0_pred, self.diffusion.posterior_sample(x0_pred, x_tp1, t, noise)
@@ -96,7 +104,7 @@ class TrainStep:
             return self._d_step_joint(t, x_t, x_tp1)
         x_t.requires_grad_(True)
         # Real pass, eager (double backward) with local gradients only; the fake pass below synchronises the sum.
-        with autocast(self.device, self.precision):
+        with self._autocast():
             d_real = nets.D(x_t, t, x_tp1).float().view(-1)
         loss_real = F.softplus(-d_real).mean()
         (grad,) = torch.autograd.grad(d_real.sum(), x_t, create_graph=True)
@@ -104,7 +112,7 @@ class TrainStep:
         (loss_real + penalty).backward()
         with torch.no_grad():
             _, x_pos = self._fake(nets.G_fast, x_tp1, t)
-        with autocast(self.device, self.precision):
+        with self._autocast():
             d_fake = nets.D_sync(x_pos, t, x_tp1).float().view(-1)
         loss_fake = F.softplus(d_fake).mean()
         loss_fake.backward()
@@ -116,7 +124,7 @@ class TrainStep:
         nets = self.nets
         with torch.no_grad():
             _, x_pos = self._fake(nets.G_fast, x_tp1, t)
-        with autocast(self.device, self.precision):
+        with self._autocast():
             both = nets.D_sync(torch.cat([x_t, x_pos]), t.repeat(2), x_tp1.repeat(2, 1, 1, 1), segments=2)
         d_real, d_fake = both.float().view(-1).chunk(2)
         loss_real, loss_fake = F.softplus(-d_real).mean(), F.softplus(d_fake).mean()
@@ -132,7 +140,7 @@ class TrainStep:
         nets.D.requires_grad_(False)
         t, _, x_tp1 = self._pair(x0)
         x0_pred, x_pos = self._fake(nets.G_sync, x_tp1, t)
-        with autocast(self.device, self.precision):
+        with self._autocast():
             d_out = nets.D_fast(x_pos, t, x_tp1).float().view(-1)
         loss_adv = F.softplus(-d_out).mean()
         loss_rec = F.l1_loss(x0_pred, x0) if self.rec_loss else torch.zeros((), device=self.device)

@@ -45,6 +45,7 @@ from ..sampling import sample, to_uint8
 from ..wavelets import image_to_wavelet
 from .distributed import DistContext, PeerLost, first_line, init_distributed, is_peer_failure
 from .ema import EMA
+from .graphs import GraphedTrainStep, check_cuda_graphs
 from .logging import RunLog
 from .metrics import MetricTracker, build_feature_space
 from .state import (
@@ -179,6 +180,8 @@ class Trainer:
         self.device = ctx.device
         configure_training_device(self.device)
         tc = cfg.train
+        if tc.cuda_graphs:  # before anything is read or written
+            check_cuda_graphs(self.device, ctx.world_size)
         state = self._resume_state(resume)
         self.step = state["step"] if state else 0
         self.epoch = state["epoch"] if state else 0
@@ -222,6 +225,8 @@ class Trainer:
             self._load(state)
         self.diffusion = VPDiffusion(cfg.diffusion, self.device)
         self.train_step = TrainStep(self.nets, self.opt_g, self.opt_d, self.diffusion, cfg, self.rng, self.device)
+        self.graphed = GraphedTrainStep(self.train_step) if tc.cuda_graphs else None
+        self.iterate = self.graphed.iteration if self.graphed else self.train_step.iteration
         self.resumed_from = state.get("path") if state else None
         self.metrics = None  # rank 0 measures the EMA generator every train.metrics_every steps
         if tc.metrics_every and ctx.is_main:
@@ -343,6 +348,7 @@ class Trainer:
             batches_per_epoch=self.batches_per_epoch,
             device=str(self.device),
             precision=cfg.train.precision,
+            cuda_graphs=cfg.train.cuda_graphs,
             dataset=self.dataset_info,
         )
         self.log.write(
@@ -424,8 +430,7 @@ class Trainer:
         if self.cfg.space == "wavelet":
             x0 = image_to_wavelet(x0)
         r1 = self.step % tc.lazy_reg == 0
-        d = self.train_step.d_step(x0, r1)
-        g = self.train_step.g_step(x0)
+        d, g = self.iterate(x0, r1)
         self.step += 1
         self.batch_in_epoch += 1
         if self.ema is not None:
@@ -539,6 +544,9 @@ class Trainer:
         self._check_finite()
         hashes = self.ctx.all_gather_object({"G": _weights_hash(self.nets.G), "D": _weights_hash(self.nets.D)})
         self.log.event("weights", step=self.step, sha256_per_rank=hashes, identical=all(h == hashes[0] for h in hashes))
+        if self.graphed is not None:
+            g = self.graphed
+            self.log.event("cuda_graphs", captures=g.captures, replays=g.replays, eager=sum(g.eager_runs.values()))
 
     def _checkpoint(self, final: bool) -> Path:
         """Save the training state and the EMA generator (rank 0); returns the generator path."""
