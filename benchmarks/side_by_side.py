@@ -223,7 +223,7 @@ def _time_ours(opts, device, seconds) -> dict:
 
     steps = {p: train_step(Nets(G, D, G, D, G, D), p) for p in dict.fromkeys(("fp32", auto))}
     if opts.train_compile:
-        Gc, Dc = torch.compile(G), torch.compile(D)
+        Gc, Dc = torch.compile(G, dynamic=False), torch.compile(D, dynamic=False)  # as the trainer does
         steps["compile"] = train_step(Nets(G, D, Gc, Dc, Gc, Dc), "fp32")
     if device.type == "cuda":  # `wavediff train --cuda-graphs`, fp32: each iteration replayed from a CUDA graph
         steps["graphs"] = GraphedTrainStep(train_step(Nets(G, D, G, D, G, D), "fp32"))
