@@ -233,3 +233,23 @@ def _has_glibc() -> bool:
         return hasattr(ctypes.CDLL("libc.so.6"), "mallopt")
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({}, "10000"),
+        ({"GOMP_SPINCOUNT": "300000"}, "300000"),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, None),
+    ],
+)
+def test_openmp_spin_is_bounded_unless_the_user_chose_one(env, expected, monkeypatch):
+    """`wavediff` bounds libgomp's spin between parallel regions (runtime.py); the user's own setting wins."""
+    from wavediff import runtime
+
+    for key in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    runtime.configure_environment()
+    assert os.environ.get("GOMP_SPINCOUNT") == expected

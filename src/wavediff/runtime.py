@@ -5,15 +5,23 @@
   which the CPU handles in microcode: measured here, the first training steps
   of the `tiny` preset took 6 s each instead of 0.19 s. Values below 1e-38 do
   not matter to any result.
-* A short OpenMP spin. By default libgomp busy-waits ~300k spins between
+* A bounded OpenMP spin. By default libgomp busy-waits ~300k spins between
   parallel regions: two threads then collapse 20-50x whenever another process
   wants a core. Passive waiting (no spin) fixes that but made the small demo
   model's training step 1.65x slower on an idle machine (0.33 s against
-  0.20 s). Measured on 2 cores (digits step, idle / with a second training
-  process): spin 0: 0.33 / 0.56 s; 300: 0.28 / 0.60 s; 2000: 0.21 / 0.83 s;
-  10000: 0.20 / 1.8 s; the default: 0.20 s idle and 20-50x slower under load.
-  2000 keeps the idle speed and degrades gracefully. Must be set before torch loads OpenMP, so the CLI
-  calls `configure_environment()` first thing; an explicit setting wins.
+  0.20 s). Measured on a 2-core AMD EPYC (digits step, idle / with a second
+  training process): spin 0: 0.33 / 0.56 s; 300: 0.28 / 0.60 s; 2000: 0.21 /
+  0.83 s; 10000: 0.20 / 1.8 s; the default: 0.20 s idle and 20-50x slower
+  under load. How long a spin must be depends on the machine: on a 2-core Intel
+  Xeon VM, where waking a sleeping thread costs more, 2000 made cifar10
+  sampling 1.3-1.5x slower than the default at batch 1 (0.15-0.20 s against
+  0.12) and up to 1.4x at batch 8, while 10000 ran at the default's speed
+  (0.12-0.13 s; batch 8 0.53 against 0.50-0.54 s); with a busy-looping process
+  on one core: 2000 0.30 s, 10000 0.36-0.39 s, the default 0.54 s. Hence 10000:
+  the idle speed on both machines, a bounded loss under load (where
+  OMP_NUM_THREADS=1 is the better setting anyway). Must be set before torch
+  loads OpenMP, so the CLI calls `configure_environment()` first thing; an
+  explicit setting wins.
 * Large allocations stay in the heap (Linux, glibc). PyTorch's CPU tensors come from plain malloc, and glibc
   serves every block above its mmap threshold (128 KB, adapting up to 32 MB) with a fresh mmap, which the
   kernel zero-fills page by page on first touch and unmaps on free. A sampler or training step allocates the
@@ -36,10 +44,13 @@ _TRIM_ABOVE = 2**31 - 1  # return freed heap memory to the system only beyond 2 
 _allocator_configured: bool | None = None
 
 
+OMP_SPINCOUNT = "10000"  # GOMP_SPINCOUNT unless the user sets it or OMP_WAIT_POLICY (see above)
+
+
 def configure_environment() -> None:
     """Environment variables read when torch is first imported (no effect afterwards)."""
     if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+        os.environ.setdefault("GOMP_SPINCOUNT", OMP_SPINCOUNT)
 
 
 def configure_torch() -> None:
