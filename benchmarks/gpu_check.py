@@ -21,10 +21,10 @@ their time.
 
 `--steps compile` (not in the default run: a second call on the same machine) benches every preset's
 sampler compiled (the batch-100 targets need the fusion), NCHW and NHWC, and cifar10's also with
-inductor's max-autotune and with its freezing (`compile_plan`), and profiles compiled cifar10 (which
-kernels take the time); then, with --authors-repo, runs the side-by-side in one round: cifar10 sampling at
-batch 100 with the compiled fast path (the same-run ratio) and training at --train-batches, eager and
-replayed from CUDA graphs (compiled too with --train-compile).
+inductor's max-autotune, freezing, combo kernels and aggressive fusion (`compile_plan`), and profiles
+compiled cifar10 (which kernels take the time); then, with --authors-repo, runs the side-by-side in one
+round: cifar10 sampling at batch 100 with the compiled fast path (the same-run ratio) and training at
+--train-batches, eager and replayed from CUDA graphs (compiled too with --train-compile).
 
 `--cpu` runs the same steps on the CPU with a small budget (the tiny preset, a few runs, no compile),
 so the test suite catches a broken check without a GPU.
@@ -47,8 +47,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS_S = {"cifar10": 0.008, "stl10": 0.030, "celeba_256": 0.060, "lsun": 0.120}
 STEPS = ("tests", "bench", "side", "compile")
 # environment of a bench setting: inductor's freezing treats the sampler's (frozen) weights as constants, which lets
-# it fold them and lay out the convolution weights once
-SETTING_ENV = {"fast+compile+freezing": {"TORCHINDUCTOR_FREEZING": "1"}}
+# it fold them and lay out the convolution weights once; combo kernels (horizontal fusion of independent small kernels)
+# and aggressive fusion aim at the many small kernels of a batch-100 sampler (WAVEDIFF_INDUCTOR_OPTIONS: fastpath.py)
+SETTING_ENV = {
+    "fast+compile+freezing": {"TORCHINDUCTOR_FREEZING": "1"},
+    "fast+compile+combo": {"WAVEDIFF_INDUCTOR_OPTIONS": '{"combo_kernels": true}'},
+    "fast+compile+aggressive": {"WAVEDIFF_INDUCTOR_OPTIONS": '{"aggressive_fusion": true}'},
+}
 DEFAULT_STEPS = ("tests", "bench", "side")  # "compile" is a separate call: it needs the budget to itself
 
 
@@ -123,14 +128,16 @@ def compile_plan(presets: list[str], fast: list[str]) -> list[tuple[str, str, li
     Compiled NCHW was measured for every preset on the last H100 run (12.9 / 35.8 / 127.1 / 252.6 ms). Eager NHWC
     lost there to layout copies around operators without NHWC kernels, which inductor does not make: compiled
     NHWC may give cuDNN its native layout for free. So: cifar10 both ways (the same-run comparison), NHWC for the
-    larger presets, cifar10's two inductor settings, then the rest of the NCHW baselines.
+    larger presets, cifar10 with four inductor settings, then the rest of the NCHW baselines.
     """
     compiled, nhwc = fast + ["--compile"], fast + ["--compile", "--channels-last"]
     first = [("cifar10", "fast+compile", compiled), ("cifar10", "fast+compile+nhwc", nhwc)]
     first += [(p, "fast+compile+nhwc", nhwc) for p in ("celeba_256", "stl10", "lsun")]
-    settings = [
+    settings = [  # the last three with SETTING_ENV's variables
         ("cifar10", "fast+autotune", fast + ["--compile-mode", "max-autotune"]),
-        ("cifar10", "fast+compile+freezing", compiled),  # with SETTING_ENV's variable
+        ("cifar10", "fast+compile+freezing", compiled),
+        ("cifar10", "fast+compile+combo", compiled),
+        ("cifar10", "fast+compile+aggressive", compiled),
     ]
     rest = [(p, "fast+compile", compiled) for p in ("celeba_256", "stl10", "lsun")]
     return [row for row in first + settings + rest if row[0] in presets]

@@ -269,6 +269,18 @@ def test_compile_mode_reaches_torch_compile_and_bad_modes_are_refused(tiny, monk
         SamplerRunner(G, cfg, "cpu", FastPath(compile=True, compile_mode="fastest"))
     with pytest.raises(SystemExit):
         p.parse_args(["--compile-mode", "fastest"])
+    # inductor settings to experiment with, from the environment, on top of the mode's
+    monkeypatch.setenv("WAVEDIFF_INDUCTOR_OPTIONS", '{"combo_kernels": true}')
+    SamplerRunner(G, cfg, "cpu", fast)
+    assert seen[-1]["options"] == {"max_autotune": True, "coordinate_descent_tuning": True, "combo_kernels": True}
+    for text, error in (
+        ("{combo", "is not JSON"),
+        ("[1]", "must be a JSON object"),
+        ('{"combo_kernel": true}', r"names unknown inductor options \(combo_kernel\)"),
+    ):
+        monkeypatch.setenv("WAVEDIFF_INDUCTOR_OPTIONS", text)
+        with pytest.raises(ConfigError, match=f"WAVEDIFF_INDUCTOR_OPTIONS {error}"):
+            SamplerRunner(G, cfg, "cpu", plain)
 
 
 def test_compiled_cpu_sampler_freezes_and_packs_its_weights(tiny):

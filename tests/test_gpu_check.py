@@ -65,7 +65,9 @@ def test_side_by_side_needs_the_authors_checkout(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_gpu_check_compile_step_plans_every_preset_compiled():
+def test_gpu_check_compile_step_plans_every_preset_compiled(monkeypatch):
+    from wavediff.fastpath import extra_inductor_options
+
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_check
 
@@ -77,12 +79,18 @@ def test_gpu_check_compile_step_plans_every_preset_compiled():
         ("stl10", "fast+compile+nhwc"),
         ("cifar10", "fast+autotune"),
         ("cifar10", "fast+compile+freezing"),
+        ("cifar10", "fast+compile+combo"),
+        ("cifar10", "fast+compile+aggressive"),
         ("stl10", "fast+compile"),
     ]
     assert all(("--compile" in flags or "--compile-mode" in flags) and "--cuda-graphs" in flags for *_, flags in plan)
     assert all(("--channels-last" in flags) == setting.endswith("nhwc") for _, setting, flags in plan)
     assert plan[3][2][-2:] == ["--compile-mode", "max-autotune"]
     assert gpu_check.SETTING_ENV[plan[4][1]] == {"TORCHINDUCTOR_FREEZING": "1"}
+    for _, setting, _ in plan[5:7]:  # inductor options that the sampler accepts from the environment
+        options = json.loads(gpu_check.SETTING_ENV[setting]["WAVEDIFF_INDUCTOR_OPTIONS"])
+        monkeypatch.setenv("WAVEDIFF_INDUCTOR_OPTIONS", json.dumps(options))
+        assert extra_inductor_options() == options
     only_stl10, _ = gpu_check.bench_plan(SimpleNamespace(**{**vars(opts), "presets": ["stl10"]}), "compile")
     assert [s for _, s, _ in only_stl10] == ["fast+compile+nhwc", "fast+compile"]
     default, _ = gpu_check.bench_plan(opts, "bench")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,33 @@ PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16", "fp16")
 # --compile's modes -> inductor's options: torch.compile's modes of those names without inductor's CUDA graphs
 # (the sampler captures its own)
 COMPILE_MODES = {"default": {}, "max-autotune": {"max_autotune": True, "coordinate_descent_tuning": True}}
+
+
+def extra_inductor_options() -> dict:
+    """Inductor options from $WAVEDIFF_INDUCTOR_OPTIONS (a JSON object, e.g. '{"combo_kernels": true}') added to
+    --compile's: for experiments with inductor's settings (benchmarks/gpu_check.py tries some) without a new flag.
+    """
+    import json
+
+    text = os.environ.get("WAVEDIFF_INDUCTOR_OPTIONS", "").strip()
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"WAVEDIFF_INDUCTOR_OPTIONS is not JSON ({e}); give an object or unset it") from None
+    if not isinstance(options, dict):
+        raise ConfigError("WAVEDIFF_INDUCTOR_OPTIONS must be a JSON object of inductor options; fix it or unset it")
+    import torch._inductor.config as inductor_config
+
+    known = inductor_config.get_config_copy()
+    unknown = [key for key in options if key not in known]
+    if unknown:
+        raise ConfigError(
+            f"WAVEDIFF_INDUCTOR_OPTIONS names unknown inductor options ({', '.join(unknown)}); "
+            "see torch/_inductor/config.py for their names"
+        )
+    return options
 
 
 @functools.cache
@@ -249,7 +277,7 @@ class SamplerRunner:
 
                 self._compiling = functools.partial(inductor_config.patch, freezing=True)
                 self._frozen = self._weight_versions(generator)
-            options = dict(COMPILE_MODES[fast.compile_mode])
+            options = {**COMPILE_MODES[fast.compile_mode], **extra_inductor_options()}
             self._compiled = torch.compile(generator.predict, dynamic=False, options=options)
         self._graphs: dict[tuple, tuple] = {}
 
