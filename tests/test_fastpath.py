@@ -300,3 +300,27 @@ def test_compiled_cpu_sampler_freezes_and_packs_its_weights(tiny):
     names = {e.name for e in prof.events()}
     assert "mkldnn::_convolution_pointwise" in names
     assert not names & {"aten::mkldnn_convolution", "aten::_slow_conv2d_forward"}
+
+
+def test_compiled_sampling_pads_a_short_last_batch_instead_of_compiling_again(tiny, monkeypatch):
+    """generate() with a compiled sampler runs every batch at the full size (a short last batch padded, its extra
+    rows dropped), so inductor compiles once; the images are the full batch's. The eager sampler does not pad."""
+    from wavediff.sampling import generate
+
+    G, cfg = tiny
+    monkeypatch.setattr("wavediff.fastpath.torch.compile", lambda fn, **kw: fn)  # the shapes, not inductor, matter
+    shapes = []
+    real = SamplerRunner._pure
+    monkeypatch.setattr(SamplerRunner, "_pure", lambda self, x, *a: shapes.append(x.shape[0]) or real(self, x, *a))
+    seeds = list(range(7))
+    compiled = list(generate(G, seeds, 3, cfg, "cpu", fast=FastPath(precision="fp32", compile=True)))
+    assert shapes == [3, 3, 3] and [len(b) for b in compiled] == [3, 3, 1]
+    shapes.clear()
+    eager = list(generate(G, seeds, 3, cfg, "cpu", fast=FastPath(precision="fp32")))
+    assert shapes == [3, 3, 1]
+    full = next(generate(G, [6, 7, 8], 3, cfg, "cpu", fast=FastPath(precision="fp32")))
+    assert (compiled[2][0] == full[0]).all()  # the padded batch's row is the full batch's, bit for bit
+    assert abs(compiled[2][0].astype(int) - eager[2][0].astype(int)).max() <= 1
+    shapes.clear()
+    list(generate(G, [0, 1], 3, cfg, "cpu", fast=FastPath(precision="fp32", compile=True)))
+    assert shapes == [2]  # a job smaller than one batch runs at its own size
