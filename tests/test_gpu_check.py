@@ -96,3 +96,23 @@ def test_gpu_check_compile_step_plans_every_preset_compiled(monkeypatch):
     default, _ = gpu_check.bench_plan(opts, "bench")
     assert [s for _, s, _ in default] == ["fp32", "fast", "fast", "fast+compile", "fast+nhwc"]
     assert "compile" not in gpu_check.DEFAULT_STEPS
+
+
+def test_side_by_side_summary_reports_the_cuda_graph_training_column(capsys):
+    """The GPU-only rows (tf32, the fast path, training replayed from CUDA graphs) reach the summary, as ratios
+    against the authors' times of the same rounds (made-up times: the arithmetic and the labels are checked)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import side_by_side
+
+    ours = {
+        "default_precision": "bf16",
+        "gflop_per_image": 13.3,
+        "peak_gflops": {"fp32": 50_000.0, "bf16": 700_000.0},
+        "sample": {"fp32/100": 0.066, "bf16/100": 0.053, "tf32/100": 0.06, "fast/100": 0.02},
+        "train": {"fp32/r1/32": 0.113, "bf16/r1/32": 0.111, "graphs/r1/32": 0.04},
+    }
+    theirs = {"sample": {"fp32/100": 0.0635}, "train": {"r1/32": 0.147}}
+    rows = side_by_side._summarise("cifar10", {"max_diff": 7e-6}, {"ours": [ours, ours], "authors": [theirs, theirs]})
+    assert rows["train"]["r1/32"]["ours_cuda_graphs"] == 0.04 and rows["sample"]["100"]["ours_fast"] == 0.02
+    out = capsys.readouterr().out
+    assert "--cuda-graphs (fp32): 0.0400 s, 3.67x" in out and "fast path (+CUDA graphs): 0.0200 s, 3.17x" in out
