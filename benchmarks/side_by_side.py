@@ -189,14 +189,14 @@ def _time_ours(opts, device, seconds) -> dict:
     out = {"sample": {}, "train": {}, "default_precision": auto}
     out["gflop_per_image"] = _sampling_gflop(G, cfg, device)
     out["peak_gflops"] = {p: _peak_gflops(device, p, seconds) for p in dict.fromkeys(("fp32", auto))}
+    gpu = device.type == "cuda"
     # on a GPU also "tf32": fp32 with TF32 convolutions, the arithmetic the authors' code gets by default
-    precisions = dict.fromkeys(("fp32", auto, *(("tf32",) if device.type == "cuda" else ())))
+    precisions = dict.fromkeys(("fp32", auto, *(("tf32",) if gpu else ())))
     out["precisions"] = list(precisions)
     for b in _batches(opts, cfg.image_size):
         for precision in precisions:
             fn = sampler_pass(G, cfg, b, device, precision)
             out["sample"][f"{precision}/{b}"] = _median(fn, seconds, opts.warmup, opts.reps)
-        gpu = device.type == "cuda"
         if gpu:  # the GPU fast path: CUDA graphs at the default precision (NCHW: faster there)
             fast = FastPath(precision=auto, cuda_graphs=True)
             out["sample"][f"fast/{b}"] = _median(sampler_pass(G, cfg, b, device, fast), seconds, opts.warmup, opts.reps)
@@ -228,7 +228,7 @@ def _time_ours(opts, device, seconds) -> dict:
     if opts.train_compile:
         Gc, Dc = torch.compile(G, dynamic=False), torch.compile(D, dynamic=False)  # as the trainer does
         steps["compile"] = train_step(Nets(G, D, Gc, Dc, Gc, Dc), "fp32")
-    if device.type == "cuda":  # `wavediff train --cuda-graphs`, fp32: each iteration replayed from a CUDA graph
+    if gpu:  # `wavediff train --cuda-graphs`, fp32: each iteration replayed from a CUDA graph
         steps["graphs"] = GraphedTrainStep(train_step(Nets(G, D, G, D, G, D), "fp32"))
     out["train_precisions"] = list(steps)
     for b in opts.train_batches:

@@ -281,8 +281,7 @@ class Trainer:
         D = build_discriminator(cfg.discriminator).to(self.device)
         # static shapes: D judges batches of two sizes (B, and 2B for the joint real + fake pass); by default the
         # second size would recompile D for any batch size, with slower shape-generic kernels for the joint pass
-        compiled = [torch.compile(net, dynamic=False) for net in (G, D)] if cfg.train.compile else [G, D]
-        G_fast, D_fast = compiled
+        G_fast, D_fast = [torch.compile(net, dynamic=False) for net in (G, D)] if cfg.train.compile else [G, D]
         if not ctx.distributed:
             return Nets(G, D, G_fast, D_fast, G_fast, D_fast)
         ids = [self.device.index] if self.device.type == "cuda" else None
