@@ -125,3 +125,14 @@ def http_get(server, path: str, timeout: float = 60) -> tuple[int, str | None, b
             return r.status, r.headers.get("Content-Type"), r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type"), e.read()
+
+
+@pytest.fixture(scope="module")
+def tiny_sampler_net():
+    """(G, cfg): the tiny preset's generator, eval mode, weights perturbed so that they carry into the images (fresh
+    NCSN++ outputs are ~0)."""
+    from wavediff.models.generator import perturbed_generator
+    from wavediff.presets import get_preset
+
+    cfg = get_preset("tiny")
+    return perturbed_generator(cfg.generator, 0.05), cfg

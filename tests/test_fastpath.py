@@ -17,21 +17,13 @@ from wavediff.fastpath import (
     low_precision_copy,
     resolve_precision,
 )
-from wavediff.models.generator import build_generator
 from wavediff.models.layers import ConditioningLinear
-from wavediff.presets import get_preset
 from wavediff.wavelets import wavelet_to_image
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    cfg = get_preset("tiny")
-    torch.manual_seed(0)
-    G = build_generator(cfg.generator).eval().requires_grad_(False)
-    with torch.no_grad():
-        for p in G.parameters():  # fresh NCSN++ outputs ~0: perturb so the images carry the weights
-            p.add_(torch.randn_like(p) * 0.05)
-    return G, cfg
+def tiny(tiny_sampler_net):
+    return tiny_sampler_net
 
 
 def test_runner_fp32_equals_the_step_by_step_sampler(tiny):
@@ -110,7 +102,7 @@ def test_precision_resolution_and_option_errors(tiny):
 def test_channels_last_is_opt_in_and_leaves_the_model_alone(tiny):
     G, cfg = tiny
     assert FastPath(precision="bf16").describe("cpu") == "bf16"
-    assert FastPath(precision="fp32", channels_last=True).describe("cpu") == "fp32, channels_last"
+    assert FastPath(precision="fp32", channels_last=True).describe("cpu") == "fp32, channels_last, winograd"
     for precision in ("bf16", "fp32"):
         runner = SamplerRunner(G, cfg, "cpu", FastPath(precision=precision, channels_last=True))
         assert _nhwc(runner.generator)
@@ -190,7 +182,7 @@ def test_cuda_graphs_are_on_by_default_for_cuda_devices_only(tiny):
     assert build_parser().parse_args(["bench", "--preset", "tiny", "--no-cuda-graphs"]).cuda_graphs is False
     auto = FastPath(precision="fp32", cuda_graphs=None)
     assert auto.graphs_on("cuda") and not auto.graphs_on("cpu") and not FastPath().graphs_on("cuda")
-    assert auto.describe("cpu") == "fp32" and auto.describe("cuda:0") == "fp32, cuda_graphs"
+    assert auto.describe("cpu") == "fp32, winograd" and auto.describe("cuda:0") == "fp32, cuda_graphs"
     G, cfg = tiny
     assert SamplerRunner(G, cfg, "cpu", auto).cuda_graphs is False  # eager on the CPU, no error
 

@@ -96,3 +96,18 @@ class Generator(nn.Module):
 def build_generator(cfg: GeneratorConfig) -> Generator:
     """The generator for `cfg` (NCSN++ or wavelet NCSN++), freshly initialised like the authors'."""
     return Generator(cfg)
+
+
+def perturbed_generator(cfg: GeneratorConfig, scale: float, seed: int = 0) -> Generator:
+    """A fresh generator in eval mode without gradients, every weight perturbed by `scale` x N(0, 1) noise.
+
+    Fresh NCSN++ outputs are about 0 (its last layers start near zero), so images from it say nothing about its
+    weights; for tests and benchmarks that compare two ways of running the same network, the noise makes them do.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    G = build_generator(cfg).eval().requires_grad_(False)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return G

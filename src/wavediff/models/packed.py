@@ -25,6 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
+from . import winograd
+
 MAX_BATCH = 8  # larger batches run nn.Conv2d's own path
 MAX_SHAPES = 4  # packed weights kept per convolution (batch sizes x layouts), least recently used dropped
 
@@ -60,9 +62,14 @@ def conv2d(
     inference at batches up to `MAX_BATCH`, in the weight's dtype, on a module `pack_convolutions` prepared."""
     cache = owner.__dict__.get("_packed")
     plain = cache is None or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != weight.dtype
-    if plain or x.shape[0] > MAX_BATCH or owner.__dict__.get("_unpackable", False):
+    if plain:
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    if owner.__dict__.get("_winograd", False) and winograd.applies(x, weight, stride, padding, dilation, groups):
+        if winograd.pays(x, weight):
+            return winograd.conv3x3(x, _winograd_weight(owner, weight), bias)
+    if x.shape[0] > MAX_BATCH or owner.__dict__.get("_unpackable", False):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     key = (tuple(x.shape), x.is_contiguous(), weight.data_ptr(), weight._version, weight.stride())
     packed = cache.get(key)
     if packed is None:
@@ -85,6 +92,16 @@ def conv2d(
     )
 
 
+def _winograd_weight(owner: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    """`weight` in the Winograd domain, made once and cached on `owner` (made again after an in-place update)."""
+    key = (weight.data_ptr(), weight._version)
+    cached = owner.__dict__.get("_winograd_weight")
+    if cached is None or cached[0] != key:
+        cached = (key, winograd.transform_weight(weight))
+        owner._winograd_weight = cached
+    return cached[1]
+
+
 class PackedConv2d(nn.Conv2d):
     """`nn.Conv2d` whose CPU inference packs its weight once per input shape (`conv2d` above).
 
@@ -95,11 +112,12 @@ class PackedConv2d(nn.Conv2d):
         return conv2d(self, x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-def pack_convolutions(module: nn.Module) -> int:
+def pack_convolutions(module: nn.Module, use_winograd: bool = False) -> int:
     """Prepare `module`'s convolutions for packed inference in place; returns how many.
 
     Every zero-padded `nn.Conv2d` becomes a `PackedConv2d`; modules whose class sets `packable = True` and
-    convolves through `conv2d(self, ...)` (1x1 NIN layers, the wavelet input pyramid) get their cache.
+    convolves through `conv2d(self, ...)` (1x1 NIN layers, the wavelet input pyramid) get their cache. With
+    `use_winograd`, fp32 3x3 convolutions run as Winograd F(4x4, 3x3) wherever `winograd.pays` (any batch size).
     """
     count = 0
     for m in module.modules():
@@ -108,5 +126,8 @@ def pack_convolutions(module: nn.Module) -> int:
         elif not getattr(type(m), "packable", False):
             continue
         m._packed = _PackCache()
+        m._winograd = use_winograd
+        if not packing_available():
+            m._unpackable = True
         count += 1
     return count

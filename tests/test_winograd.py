@@ -1,0 +1,134 @@
+"""Winograd F(4x4, 3x3) convolutions of the CPU fp32 sampler: the transforms are exact, the convolution equals
+F.conv2d up to fp32 rounding, the rule picks the layers that pay, and the sampler uses it only where it applies."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from wavediff.cli.fastopts import add_fast_arguments, fast_from_args
+from wavediff.errors import ConfigError
+from wavediff.fastpath import FastPath, SamplerRunner
+from wavediff.models import packed, winograd
+
+
+def test_the_transforms_compute_a_1d_correlation_exactly():
+    """A^T [(G g) * (B^T d)] is the correlation of a 6-sample input with a 3-tap filter, in float64 to 1e-12."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        d = torch.randn(6, dtype=torch.float64, generator=gen)
+        g = torch.randn(3, dtype=torch.float64, generator=gen)
+        got = winograd._AT64 @ ((winograd._G64 @ g) * (winograd._BT64 @ d))
+        want = torch.stack([(d[i : i + 3] * g).sum() for i in range(4)])
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(
+    "shape, c_out, channels_last",
+    [((2, 128, 8, 8), 128, True), ((2, 64, 7, 9), 130, False), ((1, 3, 5, 6), 4, False), ((3, 16, 16, 12), 8, True)],
+)
+def test_conv3x3_equals_a_float64_convolution_up_to_fp32_rounding(shape, c_out, channels_last, bias):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=gen)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    w = torch.randn(c_out, shape[1], 3, 3, generator=gen)
+    b = torch.randn(c_out, generator=gen) if bias else None
+    want = F.conv2d(x.double(), w.double(), None if b is None else b.double(), padding=1)
+    got = winograd.conv3x3(x, winograd.transform_weight(w), b)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert got.is_contiguous(memory_format=torch.channels_last)  # the layout oneDNN's convolutions give too
+    error = (got.double() - want).abs().max() / want.abs().max()
+    assert error < 1e-5  # measured: 1e-6 to 4e-6; oneDNN's direct fp32 convolution: about 6e-7
+
+
+def test_the_rule_takes_wide_layers_with_enough_tiles():
+    w = torch.empty(128, 128, 3, 3)
+    assert winograd.pays(torch.empty(8, 128, 8, 8), w)  # 32 tiles
+    assert winograd.pays(torch.empty(1, 128, 16, 16), w)  # 16 tiles
+    assert not winograd.pays(torch.empty(1, 128, 8, 8), w)  # 4 tiles: the 4x larger weight dominates
+    assert not winograd.pays(torch.empty(8, 128, 2, 2), w)  # maps smaller than a tile
+    assert not winograd.pays(torch.empty(8, 64, 32, 32), torch.empty(128, 64, 3, 3))  # 64 channels in
+    assert not winograd.pays(torch.empty(8, 128, 32, 32), torch.empty(64, 128, 3, 3))  # 64 out
+    x, w = torch.empty(2, 8, 4, 4), torch.empty(8, 8, 3, 3)
+    assert winograd.applies(x, w, (1, 1), (1, 1), (1, 1), 1)
+    assert not winograd.applies(x, w, (2, 2), (1, 1), (1, 1), 1)
+    assert not winograd.applies(x, w, (1, 1), (0, 0), (1, 1), 1)
+    assert not winograd.applies(x, torch.empty(8, 2, 3, 3), (1, 1), (1, 1), (1, 1), 4)
+    assert not winograd.applies(x.bfloat16(), w.bfloat16(), (1, 1), (1, 1), (1, 1), 1)
+    assert not winograd.applies(x, torch.empty(8, 8, 1, 1), (1, 1), (1, 1), (1, 1), 1)
+
+
+def test_packed_convolutions_use_it_where_it_pays_and_follow_weight_updates(monkeypatch):
+    calls = []
+    real = winograd.conv3x3
+    monkeypatch.setattr(winograd, "conv3x3", lambda *a: calls.append(a[0].shape) or real(*a))
+    torch.manual_seed(0)
+    conv = nn.Conv2d(128, 128, 3, padding=1).eval()
+    packed.pack_convolutions(conv, use_winograd=True)
+    x = torch.randn(1, 128, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=0)
+        assert calls == [x.shape]
+        conv(torch.randn(1, 128, 8, 8))  # 4 tiles: the direct convolution
+        assert len(calls) == 1
+        conv.weight.mul_(-0.5)  # an in-place update (an EMA): transformed again
+        torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=0)
+    x.requires_grad_(True)
+    conv(x).sum().backward()  # autograd: nn.Conv2d's differentiable path
+    assert len(calls) == 2 and x.grad is not None
+    plain = nn.Conv2d(128, 128, 3, padding=1).eval()
+    packed.pack_convolutions(plain)  # without use_winograd
+    with torch.no_grad():
+        plain(x)
+    assert len(calls) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_sampler_net):
+    return tiny_sampler_net
+
+
+def test_the_cpu_fp32_sampler_runs_winograd_by_default_within_float_rounding(tiny, monkeypatch):
+    """The tiny preset is narrower than MIN_CHANNELS: lowered here so that every 3x3 convolution qualifies."""
+    G, cfg = tiny
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)
+    calls = []
+    real = winograd.conv3x3
+    monkeypatch.setattr(winograd, "conv3x3", lambda *a: calls.append(1) or real(*a))
+    seeds = range(3)
+    direct = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32", winograd=False)).sample(seeds)
+    assert not calls
+    runner = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32"))
+    assert runner.winograd
+    images = runner.sample(seeds)
+    assert len(calls) >= cfg.diffusion.num_timesteps * 8
+    torch.testing.assert_close(images, direct, atol=1e-4, rtol=0)
+    assert not torch.equal(images, direct)  # a different algorithm, not the direct one again
+
+
+def test_where_winograd_applies_and_the_flag(tiny):
+    G, cfg = tiny
+    assert FastPath(precision="fp32").winograd_on("cpu")
+    assert not FastPath(precision="bf16").winograd_on("cpu")
+    assert not FastPath(precision="fp32", compile=True).winograd_on("cpu")
+    assert not FastPath(precision="fp32").winograd_on("meta")
+    assert not FastPath(precision="fp32", winograd=False).winograd_on("cpu")
+    assert "winograd" in FastPath(precision="fp32").describe("cpu")
+    for fast, device in [
+        (FastPath(precision="bf16", winograd=True), "cpu"),
+        (FastPath(precision="fp32", compile=True, winograd=True), "cpu"),
+        (FastPath(precision="fp32", winograd=True), "meta"),
+    ]:
+        with pytest.raises(ConfigError, match="--winograd applies to eager fp32 sampling on a CPU"):
+            SamplerRunner(G, cfg, device, fast)
+    p = argparse.ArgumentParser()
+    add_fast_arguments(p)
+    assert fast_from_args(p.parse_args([])).winograd is None
+    assert fast_from_args(p.parse_args(["--no-winograd"])).winograd is False
+    assert fast_from_args(p.parse_args(["--winograd"])).winograd is True
