@@ -98,7 +98,7 @@ def main() -> None:
     if opts.every_layer:
         from wavediff.models import winograd
 
-        winograd.MIN_CHANNELS = winograd.MIN_TILES = 1
+        winograd.MIN_CHANNELS = winograd.MIN_WORK = 1
     G, cfg = load_any_generator(opts.checkpoint) if opts.preset is None else random_generator(opts.preset)
     name = opts.against
     seeds, others = list(range(opts.n)), list(range(opts.n, 2 * opts.n))

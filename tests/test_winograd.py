@@ -48,10 +48,12 @@ def test_conv3x3_equals_a_float64_convolution_up_to_fp32_rounding(shape, c_out, 
 
 def test_the_rule_takes_wide_layers_with_enough_tiles():
     w = torch.empty(128, 128, 3, 3)
-    assert winograd.pays(torch.empty(8, 128, 8, 8), w)  # 32 tiles
-    assert winograd.pays(torch.empty(1, 128, 16, 16), w)  # 16 tiles
-    assert not winograd.pays(torch.empty(1, 128, 8, 8), w)  # 4 tiles: the 4x larger weight dominates
-    assert not winograd.pays(torch.empty(8, 128, 2, 2), w)  # maps smaller than a tile
+    assert winograd.pays(torch.empty(8, 128, 8, 8), w)  # 32 tiles x 128 channels
+    assert winograd.pays(torch.empty(1, 128, 32, 32), w)  # 64 tiles
+    assert not winograd.pays(torch.empty(1, 128, 16, 16), w)  # 16 tiles x 128: streaming the weight dominates
+    assert winograd.pays(torch.empty(1, 256, 16, 16), torch.empty(256, 256, 3, 3))  # 16 tiles x 256
+    assert not winograd.pays(torch.empty(1, 256, 8, 8), torch.empty(256, 256, 3, 3))  # 4 tiles
+    assert not winograd.pays(torch.empty(64, 128, 2, 2), w)  # maps smaller than a tile
     assert not winograd.pays(torch.empty(8, 64, 32, 32), torch.empty(128, 64, 3, 3))  # 64 channels in
     assert not winograd.pays(torch.empty(8, 128, 32, 32), torch.empty(64, 128, 3, 3))  # 64 out
     x, w = torch.empty(2, 8, 4, 4), torch.empty(8, 8, 3, 3)
@@ -70,7 +72,7 @@ def test_packed_convolutions_use_it_where_it_pays_and_follow_weight_updates(monk
     torch.manual_seed(0)
     conv = nn.Conv2d(128, 128, 3, padding=1).eval()
     packed.pack_convolutions(conv, use_winograd=True)
-    x = torch.randn(1, 128, 16, 16)
+    x = torch.randn(1, 128, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=0)
         assert calls == [x.shape]
@@ -97,7 +99,7 @@ def test_the_cpu_fp32_sampler_runs_winograd_by_default_within_float_rounding(tin
     """The tiny preset is narrower than MIN_CHANNELS: lowered here so that every 3x3 convolution qualifies."""
     G, cfg = tiny
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(winograd, "MIN_TILES", 1)
+    monkeypatch.setattr(winograd, "MIN_WORK", 1)
     calls = []
     real = winograd.conv3x3
     monkeypatch.setattr(winograd, "conv3x3", lambda *a: calls.append(1) or real(*a))

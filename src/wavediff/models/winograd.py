@@ -19,11 +19,17 @@ convolution with a prepacked weight (`packed.py`): [8, 256, 8, 8] -> 256: 1.7-2.
 [1, 128, 32, 32] -> 128: 1.6x. It loses where the transforms, which are passes over memory, outweigh the
 saved arithmetic: few channels ([8, 64, 64, 64] -> 64: 0.78x), and where there are few tiles, since the
 transformed weight is 4x the size of the plain one and streaming it dominates ([1, 256, 8, 8]: 0.7x; [1, 256, 4,
-4]: 0.4x). `pays` encodes that.
+4]: 0.4x). `pays` encodes that, from whole samplers rather than layers alone (where the weights stay in cache).
+Whole fp32 samplers there, against direct convolutions in the same process: cifar10 1.25-1.28x at batch 8 (about
+1.0x at 1: its maps hold too few tiles), stl10 1.1x at 1 and 1.35x at 8, celeba_256 1.1x at 1 and 8 (its largest
+maps have 64 channels).
 
 Numbers: against a float64 convolution, the largest error is about 5e-6 of the output's largest magnitude at 256
-input channels (oneDNN's direct fp32 convolution: about 6e-7).
-Sampling images move by it (see the README's Sampling section); `--no-winograd` keeps the direct convolution.
+input channels (oneDNN's direct fp32 convolution: about 6e-7). Sampled images move by 1/255 in about 0.02% of
+their pixel values (README, Sampling); `--no-winograd` keeps the direct convolution.
+
+Training keeps oneDNN's direct convolutions: a Winograd forward and backward (the adjoint transforms, col2im for
+the overlapping tiles, the weight transform every step) measured 0.95-1.2x per layer at cifar10's training shapes.
 """
 
 from __future__ import annotations
@@ -34,7 +40,12 @@ import torch.nn.functional as F
 TILE = 4  # output tile side (m)
 SPAN = TILE + 2  # input tile side (m + r - 1)
 MIN_CHANNELS = 128  # fewer input or output channels: the transforms cost more than the saved arithmetic
-MIN_TILES = 8  # fewer output tiles in the batch: streaming the 4x larger transformed weight dominates
+# output tiles in the batch x the narrower channel count: below it, fixed costs (streaming the 4x larger transformed
+# weight, the transforms' operator calls) outweigh the saved arithmetic. Whole samplers at batch 1, 2-core Intel
+# Xeon, against direct convolutions: cifar10 0.92-0.95x with Winograd also on its [1, 128, 16, 16] -> 128 layers
+# (16 tiles x 128), about 1.0x without; stl10 1.11x with this rule, 1.09x with a product of tiles x C_in x C_out
+# >= 2^19 instead (which takes the [1, 256, 16, 16] -> 128 layers too; cifar10 0.93x with it).
+MIN_WORK = 4096
 
 # B^T (input), G (filter) and A^T (output) for F(4, 3) at the points 0, 1, -1, 2, -1/2 and infinity. These points
 # round less than the textbook 0, +-1, +-2: in fp32 at 256 input channels, the largest error of the output is 4.4e-6
@@ -86,11 +97,12 @@ def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, gr
 
 def pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether Winograd beats the direct convolution on this input (the measurements above): at least
-    `MIN_CHANNELS` channels in and out, maps of at least 4x4, at least `MIN_TILES` output tiles in the batch."""
+    `MIN_CHANNELS` channels in and out, maps of at least 4x4, and output tiles in the batch x the narrower channel
+    count at least `MIN_WORK`."""
     n, _, h, w = x.shape
-    c_out, c_in = weight.shape[:2]
+    channels = min(weight.shape[:2])
     tiles = n * -(-h // TILE) * -(-w // TILE)
-    return min(c_in, c_out) >= MIN_CHANNELS and min(h, w) >= TILE and tiles >= MIN_TILES
+    return channels >= MIN_CHANNELS and min(h, w) >= TILE and tiles * channels >= MIN_WORK
 
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
