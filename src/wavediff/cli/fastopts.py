@@ -16,7 +16,8 @@ def add_fast_arguments(p, precision_default: str = "auto") -> None:
         choices=PRECISION_CHOICES,
         help=f"generator arithmetic (default {precision_default}). auto: bf16 on CPUs with native bf16 (AVX512-BF16, "
         "AMX) and on GPUs that support it, else fp32. bf16 is about 1.5x faster on such CPUs and changes images "
-        "slightly against fp32 (README, Sampling: Precision); fp32 gives exact fp32 images (TF32 off on GPUs); "
+        "slightly against fp32 (README, Sampling: Precision); fp32 gives fp32 images (TF32 off on GPUs; on CPUs "
+        "Winograd convolutions, see --winograd); "
         "tf32 (CUDA only): fp32 with TF32 tensor-core convolutions, PyTorch's default for convolutions",
     )
     p.add_argument(
