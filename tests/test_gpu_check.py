@@ -116,3 +116,24 @@ def test_side_by_side_summary_reports_the_cuda_graph_training_column(capsys):
     assert rows["train"]["r1/32"]["ours_cuda_graphs"] == 0.04 and rows["sample"]["100"]["ours_fast"] == 0.02
     out = capsys.readouterr().out
     assert "--cuda-graphs (fp32): 0.0400 s, 3.67x" in out and "fast path (+CUDA graphs): 0.0200 s, 3.17x" in out
+
+
+def test_side_by_side_summary_reports_direct_convolutions_beside_winograd_on_a_cpu(capsys):
+    """On a CPU our fp32 sampler is also timed with direct convolutions (`--no-winograd`): that time gets its own
+    ratio, and the GFLOP/s figure counts it (Winograd's arithmetic is not the FLOPs counted)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import side_by_side
+
+    ours = {
+        "default_precision": "fp32",
+        "gflop_per_image": 13.4,
+        "peak_gflops": {"fp32": 335.0},
+        "sample": {"fp32/8": 0.4, "direct/8": 0.5},
+        "train": {},
+    }
+    theirs = {"sample": {"fp32/8": 0.55}, "train": {}}
+    rows = side_by_side._summarise("cifar10", {"max_diff": 3e-6}, {"ours": [ours] * 3, "authors": [theirs] * 3})
+    assert rows["sample"]["8"]["ours_fp32"] == 0.4 and rows["sample"]["8"]["ours_fp32_direct"] == 0.5
+    assert rows["sample"]["8"]["ours_fp32_gflops"] == pytest.approx(13.4 * 8 / 0.5)
+    out = capsys.readouterr().out
+    assert "direct convolutions (--no-winograd): 0.5000 s, 1.10x" in out and "1.38x" in out
