@@ -46,6 +46,24 @@ def test_conv3x3_equals_a_float64_convolution_up_to_fp32_rounding(shape, c_out, 
     assert error < 1e-5  # measured: 1e-6 to 4e-6; oneDNN's direct fp32 convolution: about 6e-7
 
 
+@pytest.mark.parametrize("image_chunk, max_chunk", [(1, 1 << 40), (1 << 40, 3 * 36 * 4 * 16 * 4)])
+def test_conv3x3_in_chunks_of_images_equals_the_whole_batch(monkeypatch, image_chunk, max_chunk):
+    """Chunks of one image (large maps), or of at most 3 images (the memory bound), write the same output."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(7, 16, 7, 8, generator=gen)  # 2 x 2 tiles of 4x4, 16 channels: 36 x 4 x 16 x 4 bytes per image
+    u = winograd.transform_weight(torch.randn(12, 16, 3, 3, generator=gen))
+    b = torch.randn(12, generator=gen)
+    whole = winograd.conv3x3(x, u, b)
+    chunks = []
+    real = winograd._tiles_into
+    monkeypatch.setattr(winograd, "_tiles_into", lambda x, *a: chunks.append(x.shape[0]) or real(x, *a))
+    monkeypatch.setattr(winograd, "IMAGE_CHUNK_BYTES", image_chunk)
+    monkeypatch.setattr(winograd, "MAX_CHUNK_BYTES", max_chunk)
+    got = winograd.conv3x3(x, u, b)
+    assert chunks == ([1] * 7 if image_chunk == 1 else [3, 3, 1])
+    torch.testing.assert_close(got, whole, atol=1e-5, rtol=0)
+
+
 def test_the_rule_takes_wide_layers_with_enough_tiles():
     w = torch.empty(128, 128, 3, 3)
     assert winograd.pays(torch.empty(8, 128, 8, 8), w)  # 32 tiles x 128 channels

@@ -47,6 +47,12 @@ MIN_CHANNELS = 128  # fewer input or output channels: the transforms cost more t
 # >= 2^19 instead (which takes the [1, 256, 16, 16] -> 128 layers too; cifar10 0.93x with it).
 MIN_WORK = 4096
 
+# chunks of the batch (`conv3x3`): an image alone where its transformed tiles take at least this (a layer of
+# [8, 128, 64, 64] -> 128, celeba_256's, per image: 1.44x the direct convolution, against 1.2x for the whole batch
+# at once; [8, 256, 16, 16] -> 256 lost with chunks: 1.5x against 2.0x), and at most this many bytes of them at once
+IMAGE_CHUNK_BYTES = 2 << 20
+MAX_CHUNK_BYTES = 64 << 20
+
 # B^T (input), G (filter) and A^T (output) for F(4, 3) at the points 0, 1, -1, 2, -1/2 and infinity. These points
 # round less than the textbook 0, +-1, +-2: in fp32 at 256 input channels, the largest error of the output is 4.4e-6
 # of its largest magnitude, against 1.2e-5 (measured over all pairs from +-{1/3, 1/2, 2/3, 3/4, 4/3, 3/2, 2, 3}
@@ -117,10 +123,31 @@ def transform_weight(weight: torch.Tensor) -> torch.Tensor:
 
 def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """`F.conv2d(x, weight, bias, padding=1)` with `u = transform_weight(weight)`; returns channels-last memory
-    (the layout oneDNN's convolutions give the sampler too)."""
+    (the layout oneDNN's convolutions give the sampler too).
+
+    The batch runs in chunks of images: one image at a time where an image's transformed tiles take at least
+    `IMAGE_CHUNK_BYTES` (they then stay in the CPU's cache between the transforms and the products), and at most
+    `MAX_CHUNK_BYTES` of them at once (the transient buffers, 2.25x the input and output, stay bounded for large
+    batches of large maps).
+    """
     n, c, h, w = x.shape
     c_out = u.shape[2]
     th, tw = -(-h // TILE), -(-w // TILE)
+    out = torch.empty((n, th * TILE, tw * TILE, c_out), dtype=x.dtype, device=x.device)
+    grid = out.view(n, th, TILE, tw, TILE, c_out)
+    per_image = SPAN**2 * th * tw * max(c, c_out) * x.element_size()
+    step = 1 if per_image >= IMAGE_CHUNK_BYTES else max(1, MAX_CHUNK_BYTES // per_image)
+    for i in range(0, n, step):
+        _tiles_into(x[i : i + step], u, bias, grid[i : i + step])
+    if th * TILE != h or tw * TILE != w:
+        out = out[:, :h, :w].contiguous()
+    return out.permute(0, 3, 1, 2)
+
+
+def _tiles_into(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, grid: torch.Tensor) -> None:
+    """The convolution of the images `x` written into `grid` ([n, th, 4, tw, 4, C_out]: whole output tiles)."""
+    n, c, h, w = x.shape
+    _, th, _, tw, _, c_out = grid.shape
     # NHWC, zero-padded by 1 on the top/left and up to whole tiles plus 1 on the bottom/right
     xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, tw * TILE + 1 - w, 1, th * TILE + 1 - h)).contiguous()
     s_n, s_h, s_w, _ = xp.stride()
@@ -130,12 +157,7 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torc
     m = torch.bmm(v, u)  # [36, tiles, c_out]: the whole arithmetic of the convolution
     y = (_OUTPUT @ m.view(SPAN**2, -1)).view(TILE, TILE, n, th, tw, c_out)
     y = y.permute(2, 3, 0, 4, 1, 5)  # [n, th, 4, tw, 4, c_out]
-    out = torch.empty((n, th * TILE, tw * TILE, c_out), dtype=x.dtype, device=x.device)
-    grid = out.view(n, th, TILE, tw, TILE, c_out)
     if bias is None:
         grid.copy_(y)
     else:
         torch.add(y, bias, out=grid)
-    if th * TILE != h or tw * TILE != w:
-        out = out[:, :h, :w].contiguous()
-    return out.permute(0, 3, 1, 2)
