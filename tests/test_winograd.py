@@ -152,3 +152,21 @@ def test_where_winograd_applies_and_the_flag(tiny):
     assert fast_from_args(p.parse_args([])).winograd is None
     assert fast_from_args(p.parse_args(["--no-winograd"])).winograd is False
     assert fast_from_args(p.parse_args(["--winograd"])).winograd is True
+
+
+def test_models_made_under_inference_mode_sample_too():
+    """Inference tensors have no version counter: the caches of packed and Winograd weights work without one."""
+    from wavediff.models.generator import perturbed_generator
+    from wavediff.presets import get_preset
+
+    cfg = get_preset("tiny")
+    with torch.inference_mode():
+        conv = nn.Conv2d(128, 128, 3, padding=1).eval()
+        packed.pack_convolutions(conv, use_winograd=True)
+        for shape in ((1, 128, 32, 32), (1, 128, 8, 8)):  # Winograd, then a packed direct convolution
+            x = torch.randn(shape)
+            torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=0)
+        G = perturbed_generator(cfg.generator, 0.05)
+        assert all(p.is_inference() for p in G.parameters())
+        images = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32")).sample(range(2))
+    assert images.shape == (2, 3, cfg.image_size, cfg.image_size) and torch.isfinite(images).all()

@@ -46,7 +46,7 @@ import torch.nn as nn
 from .config import ExperimentConfig
 from .diffusion import Generators, VPDiffusion, randn
 from .errors import ConfigError
-from .models.packed import pack_convolutions, packing_available
+from .models.packed import pack_convolutions, packing_available, version
 from .wavelets import wavelet_to_image
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -343,7 +343,7 @@ class SamplerRunner:
 
     @staticmethod
     def _weight_versions(generator: nn.Module) -> list[int]:
-        return [p._version for p in generator.parameters()]
+        return [version(p) for p in generator.parameters()]
 
     def _call(self, x_T: torch.Tensor, zs: torch.Tensor, noises: torch.Tensor) -> torch.Tensor:
         if self._frozen is not None and self._weight_versions(self.generator) != self._frozen:

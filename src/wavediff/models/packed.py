@@ -41,6 +41,12 @@ def packing_available() -> bool:
     )
 
 
+def version(t: torch.Tensor) -> int:
+    """`t`'s in-place update counter, which the caches here compare: -1 for an inference tensor (made under
+    `torch.inference_mode()`), which has none and which nothing outside inference mode may change in place."""
+    return -1 if t.is_inference() else t._version
+
+
 class _PackCache(collections.OrderedDict):
     """Input signature -> packed weight. Never copied: a deep copy (another layout's model) starts empty."""
 
@@ -70,7 +76,7 @@ def conv2d(
             return winograd.conv3x3(x, _winograd_weight(owner, weight), bias)
     if x.shape[0] > MAX_BATCH or owner.__dict__.get("_unpackable", False):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    key = (tuple(x.shape), x.is_contiguous(), weight.data_ptr(), weight._version, weight.stride())
+    key = (tuple(x.shape), x.is_contiguous(), weight.data_ptr(), version(weight), weight.stride())
     packed = cache.get(key)
     if packed is None:
         try:
@@ -94,7 +100,7 @@ def conv2d(
 
 def _winograd_weight(owner: nn.Module, weight: torch.Tensor) -> torch.Tensor:
     """`weight` in the Winograd domain, made once and cached on `owner` (made again after an in-place update)."""
-    key = (weight.data_ptr(), weight._version)
+    key = (weight.data_ptr(), version(weight))
     cached = owner.__dict__.get("_winograd_weight")
     if cached is None or cached[0] != key:
         cached = (key, winograd.transform_weight(weight))
