@@ -170,3 +170,31 @@ def test_models_made_under_inference_mode_sample_too():
         assert all(p.is_inference() for p in G.parameters())
         images = SamplerRunner(G, cfg, "cpu", FastPath(precision="fp32")).sample(range(2))
     assert images.shape == (2, 3, cfg.image_size, cfg.image_size) and torch.isfinite(images).all()
+
+
+def test_the_cli_times_both_and_refuses_winograd_where_it_cannot_apply(capsys):
+    from conftest import run_cli
+
+    code, out, _ = run_cli(
+        capsys, "bench", "--preset", "tiny", "--batch", 2, "--runs", 1, "--warmup", 0, "--precision", "fp32"
+    )
+    assert code == 0 and "batch 2, fp32, winograd, device cpu" in out
+    code, out, _ = run_cli(
+        capsys,
+        "bench",
+        "--preset",
+        "tiny",
+        "--batch",
+        2,
+        "--runs",
+        1,
+        "--warmup",
+        0,
+        "--precision",
+        "fp32",
+        "--no-winograd",
+    )
+    assert code == 0 and "batch 2, fp32, device cpu" in out
+    code, _, err = run_cli(capsys, "bench", "--preset", "tiny", "--runs", 1, "--precision", "bf16", "--winograd")
+    assert code == 2 and "--winograd applies to eager fp32 sampling on a CPU only" in err
+    assert len(err.strip().splitlines()) == 1
