@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conftest import run_cli
 from wavediff.cli.fastopts import add_fast_arguments, fast_from_args
 from wavediff.errors import ConfigError
 from wavediff.fastpath import FastPath, SamplerRunner
@@ -173,8 +174,6 @@ def test_models_made_under_inference_mode_sample_too():
 
 
 def test_the_cli_times_both_and_refuses_winograd_where_it_cannot_apply(capsys):
-    from conftest import run_cli
-
     code, out, _ = run_cli(
         capsys, "bench", "--preset", "tiny", "--batch", 2, "--runs", 1, "--warmup", 0, "--precision", "fp32"
     )
