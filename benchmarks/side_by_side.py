@@ -203,7 +203,7 @@ def _time_ours(opts, device, seconds) -> dict:
         if not gpu:  # fp32 with the direct convolutions only (the CPU's fp32 default adds Winograd's)
             direct = sampler_pass(G, cfg, b, device, FastPath(precision="fp32", winograd=False))
             out["sample"][f"direct/{b}"] = _median(direct, seconds, opts.warmup, opts.reps)
-        if gpu:  # the GPU fast path: CUDA graphs at the default precision (NCHW: faster there)
+        else:  # the GPU fast path: CUDA graphs at the default precision (NCHW: faster there)
             fast = FastPath(precision=auto, cuda_graphs=True)
             out["sample"][f"fast/{b}"] = _median(sampler_pass(G, cfg, b, device, fast), seconds, opts.warmup, opts.reps)
         if opts.sample_compile:  # compiled at the default precision (each batch size compiles in the warm-up)

@@ -109,14 +109,9 @@ def test_packed_convolutions_use_it_where_it_pays_and_follow_weight_updates(monk
     assert len(calls) == 2
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_sampler_net):
-    return tiny_sampler_net
-
-
-def test_the_cpu_fp32_sampler_runs_winograd_by_default_within_float_rounding(tiny, monkeypatch):
+def test_the_cpu_fp32_sampler_runs_winograd_by_default_within_float_rounding(tiny_sampler_net, monkeypatch):
     """The tiny preset is narrower than MIN_CHANNELS: lowered here so that every 3x3 convolution qualifies."""
-    G, cfg = tiny
+    G, cfg = tiny_sampler_net
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     monkeypatch.setattr(winograd, "MIN_WORK", 1)
     calls = []
@@ -133,8 +128,8 @@ def test_the_cpu_fp32_sampler_runs_winograd_by_default_within_float_rounding(tin
     assert not torch.equal(images, direct)  # a different algorithm, not the direct one again
 
 
-def test_where_winograd_applies_and_the_flag(tiny):
-    G, cfg = tiny
+def test_where_winograd_applies_and_the_flag(tiny_sampler_net):
+    G, cfg = tiny_sampler_net
     assert FastPath(precision="fp32").winograd_on("cpu")
     assert not FastPath(precision="bf16").winograd_on("cpu")
     assert not FastPath(precision="fp32", compile=True).winograd_on("cpu")

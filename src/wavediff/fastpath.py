@@ -175,8 +175,8 @@ class FastPath:
     # batches where oneDNN's NHWC convolutions pay (`nhwc_pays_on_cpu`), with the weights left as they are.
     channels_last: bool | None = None
     # Winograd F(4x4, 3x3) for the fp32 3x3 convolutions of eager CPU sampling (models/winograd.py): the same
-    # convolutions in 4x fewer multiplications, images within float rounding of the direct ones (largest pixel
-    # change about 1e-4). None: on where it applies (fp32 on a CPU, not compiled); True asks for it there.
+    # convolutions in 4x fewer multiplications, images within float rounding of the direct ones (at most 1.3e-5
+    # in [-1, 1]: a rare pixel value moves by 1/255). None: on where it applies (fp32 on a CPU, not compiled).
     winograd: bool | None = None
 
     def winograd_on(self, device: torch.device | str) -> bool:

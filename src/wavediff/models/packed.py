@@ -71,9 +71,9 @@ def conv2d(
     if plain:
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    if owner.__dict__.get("_winograd", False) and winograd.applies(x, weight, stride, padding, dilation, groups):
-        if winograd.pays(x, weight):
-            return winograd.conv3x3(x, _winograd_weight(owner, weight), bias)
+    use_winograd = owner.__dict__.get("_winograd", False)
+    if use_winograd and winograd.applies(x, weight, stride, padding, dilation, groups) and winograd.pays(x, weight):
+        return winograd.conv3x3(x, _winograd_weight(owner, weight), bias)
     if x.shape[0] > MAX_BATCH or owner.__dict__.get("_unpackable", False):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     key = (tuple(x.shape), x.is_contiguous(), weight.data_ptr(), version(weight), weight.stride())
