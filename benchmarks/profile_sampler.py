@@ -2,15 +2,19 @@
 
     python benchmarks/profile_sampler.py --preset stl10 --batch 100 --device cuda --precision bf16 --cuda-graphs
     python benchmarks/profile_sampler.py --preset cifar10 --batch 8            # CPU, default precision
+    python benchmarks/profile_sampler.py --preset cifar10 --batch 1 --nf 8     # the same network, 8 base channels
 
 Random-init weights of the preset's generator (speed does not depend on the weights). Prints the wall time
 of one pass, the time the device spent in kernels (on a GPU: much less than the wall time means the pass is
-bound by kernel launches), and the operators sorted by device time.
+bound by kernel launches), and the operators sorted by device time. `--nf` shrinks the base channel count and
+keeps everything else: the same operators on tiny tensors, so the pass time is the sampler's fixed per-operator
+cost (Python, dispatch, each library call's setup) rather than its arithmetic.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -35,12 +39,15 @@ def main(argv=None) -> None:
     ap.add_argument("--cuda-graphs", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--nf", type=int, help="base channel count instead of the preset's (e.g. 8: the fixed costs)")
     ap.add_argument("--rows", type=int, default=25, help="operators to list")
     ap.add_argument("--trace", help="also write a Chrome trace (open in chrome://tracing or Perfetto)")
     opts = ap.parse_args(argv)
     configure_torch()
     device = torch.device(opts.device)
     cfg = get_preset(opts.preset)
+    if opts.nf is not None:
+        cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, nf=opts.nf))
     G = build_generator(cfg.generator).to(device).eval().requires_grad_(False)
     fast = FastPath(opts.precision, opts.compile, cuda_graphs=opts.cuda_graphs, channels_last=opts.channels_last)
     once = sampler_pass(G, cfg, opts.batch, device, fast)
@@ -66,7 +73,11 @@ def main(argv=None) -> None:
     else:
         key = "self_cpu_time_total"
         busy = sum(e.self_cpu_time_total for e in events) / 1e6
-    print(f"{opts.preset}, batch {opts.batch}, {fast.describe(device)} on {device}: {wall * 1000:.2f} ms per pass")
+    params = sum(p.numel() for p in G.parameters()) / 1e6
+    print(
+        f"{opts.preset} ({params:.2f}M parameters), batch {opts.batch}, {fast.describe(device)} on {device}: ", end=""
+    )
+    print(f"{wall * 1000:.2f} ms per pass")
     print(f"time in {'kernels' if device.type == 'cuda' else 'operators (self)'}: {busy * 1000:.2f} ms")
     print(events.table(sort_by=key, row_limit=opts.rows, max_name_column_width=60))
     if opts.trace:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,22 @@ def test_side_by_side_summary_reports_direct_convolutions_beside_winograd_on_a_c
     assert rows["sample"]["8"]["ours_fp32_gflops"] == pytest.approx(13.4 * 8 / 0.5)
     out = capsys.readouterr().out
     assert "direct convolutions (--no-winograd): 0.5000 s, 1.10x" in out and "1.38x" in out
+
+
+def test_profile_sampler_runs_on_the_cpu_and_nf_shrinks_only_the_channels(capsys, monkeypatch):
+    """`profile_sampler.py --nf` keeps the network's structure (the same operators, so the same fixed costs) and
+    only narrows it: the profile lists as many convolution calls as the full-width network's."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import profile_sampler
+
+    def conv_calls(extra):
+        profile_sampler.main(["--preset", "tiny", "--batch", "1", "--device", "cpu", "--rows", "60", *extra])
+        out = capsys.readouterr().out
+        params = float(re.search(r"\(([0-9.]+)M parameters\)", out).group(1))
+        assert "ms per pass" in out
+        rows = [line.split() for line in out.splitlines() if "_convolution_pointwise" in line or "aten::conv2d" in line]
+        return params, sorted((r[0], int(r[-1])) for r in rows)
+
+    (full_params, full), (narrow_params, narrow) = conv_calls([]), conv_calls(["--nf", "8"])
+    assert full and full == narrow
+    assert narrow_params < full_params / 2
