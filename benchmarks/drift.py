@@ -4,6 +4,7 @@ whether quality moves: bf16 (`--against bf16`, the default) or Winograd convolut
     python benchmarks/drift.py runs/demo/checkpoints/generator_final.safetensors [--n 1000]
     python benchmarks/drift.py ckpt.safetensors --fid-ref REF.npz --inception-weights PATH
     python benchmarks/drift.py runs/demo/checkpoints/generator_final.safetensors --against winograd --every-layer
+    python benchmarks/drift.py runs/demo/checkpoints/generator_final.safetensors --against winograd --every-layer 2
     python benchmarks/drift.py --preset cifar10 --against winograd --n 64 --batch 8
 
 Pixel drift is in uint8 levels (0-255) over every pixel of N images. Quality: for a digits model,
@@ -11,8 +12,9 @@ the demo classifier's recognised share and the digits FID (no weights needed); o
 Inception FID against --fid-ref. The sampling noise of each figure is the difference between two
 fp32 draws of N images (seeds 0..N-1 and N..2N-1): the change should be within it.
 
-`--every-layer` runs Winograd on every 3x3 convolution, also those its rule leaves direct (the demo's
-digits model is narrower than the rule's 128 channels): a harsher test than the default sampler makes.
+`--every-layer` runs Winograd F(4x4, 3x3) on every 3x3 convolution (`--every-layer 2`: F(2x2, 3x3)), also
+those its rule leaves direct (the demo's digits model is narrower than the rule's 128 channels): a harsher test
+than the default sampler makes.
 `--preset` times and compares a paper preset's generator with random weights, perturbed so that they
 carry through to the images (untrained: pixel drift only).
 """
@@ -85,7 +87,14 @@ def main() -> None:
     ap.add_argument("checkpoint", nargs="?")
     ap.add_argument("--preset", help="a paper preset with random weights instead of a checkpoint")
     ap.add_argument("--against", choices=sorted(FAST), default="bf16")
-    ap.add_argument("--every-layer", action="store_true", help="(winograd) on every 3x3 convolution")
+    ap.add_argument(
+        "--every-layer",
+        type=int,
+        nargs="?",
+        const=4,
+        choices=[4, 2],
+        help="(winograd) F(4x4, 3x3) on every 3x3 convolution, or with 2 F(2x2, 3x3)",
+    )
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--fid-ref")
@@ -98,14 +107,14 @@ def main() -> None:
     if opts.every_layer:
         from wavediff.models import winograd
 
-        winograd.MIN_CHANNELS = winograd.MIN_WORK = 1
+        winograd.tile_for = lambda x, weight, tile=opts.every_layer: tile
     G, cfg = load_any_generator(opts.checkpoint) if opts.preset is None else random_generator(opts.preset)
     name = opts.against
     seeds, others = list(range(opts.n)), list(range(opts.n, 2 * opts.n))
     print(
         f"{opts.checkpoint or opts.preset}: {cfg.name}, {cfg.image_size}px, T={cfg.diffusion.num_timesteps}; auto "
         f"precision here: {resolve_precision('auto', 'cpu')}; {opts.n} seeds; fp32 against {name}"
-        + (" (every 3x3 convolution)" if opts.every_layer else "")
+        + (f" (F({opts.every_layer}x{opts.every_layer}, 3x3) on every 3x3 convolution)" if opts.every_layer else "")
     )
     fp32, t32 = images(G, cfg, seeds, EXACT, opts.batch)
     fast, t_fast = images(G, cfg, seeds, FAST[name], opts.batch)

@@ -1,5 +1,6 @@
-"""Winograd F(4x4, 3x3) convolutions of the CPU fp32 sampler: the transforms are exact, the convolution equals
-F.conv2d up to fp32 rounding, the rule picks the layers that pay, and the sampler uses it only where it applies."""
+"""Winograd F(4x4, 3x3) and F(2x2, 3x3) convolutions of the CPU fp32 sampler: the transforms are exact, the
+convolution equals F.conv2d up to fp32 rounding, the rule picks the variant that pays per layer, and the sampler uses
+them only where they apply."""
 
 from __future__ import annotations
 
@@ -17,34 +18,38 @@ from wavediff.fastpath import FastPath, SamplerRunner
 from wavediff.models import packed, winograd
 
 
-def test_the_transforms_compute_a_1d_correlation_exactly():
-    """A^T [(G g) * (B^T d)] is the correlation of a 6-sample input with a 3-tap filter, in float64 to 1e-12."""
+@pytest.mark.parametrize("variant", [winograd.F4, winograd.F2], ids=["F4", "F2"])
+def test_the_transforms_compute_a_1d_correlation_exactly(variant):
+    """A^T [(G g) * (B^T d)] is the correlation of an (m + 2)-sample input with a 3-tap filter, in float64 to 1e-12."""
     gen = torch.Generator().manual_seed(0)
+    m = variant.tile
     for _ in range(5):
-        d = torch.randn(6, dtype=torch.float64, generator=gen)
+        d = torch.randn(m + 2, dtype=torch.float64, generator=gen)
         g = torch.randn(3, dtype=torch.float64, generator=gen)
-        got = winograd._AT64 @ ((winograd._G64 @ g) * (winograd._BT64 @ d))
-        want = torch.stack([(d[i : i + 3] * g).sum() for i in range(4)])
+        got = variant.at64 @ ((variant.g64 @ g) * (variant.bt64 @ d))
+        want = torch.stack([(d[i : i + 3] * g).sum() for i in range(m)])
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("tile", [4, 2])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize(
     "shape, c_out, channels_last",
     [((2, 128, 8, 8), 128, True), ((2, 64, 7, 9), 130, False), ((1, 3, 5, 6), 4, False), ((3, 16, 16, 12), 8, True)],
 )
-def test_conv3x3_equals_a_float64_convolution_up_to_fp32_rounding(shape, c_out, channels_last, bias):
+def test_conv3x3_equals_a_float64_convolution_up_to_fp32_rounding(shape, c_out, channels_last, bias, tile):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(shape, generator=gen)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     w = torch.randn(c_out, shape[1], 3, 3, generator=gen)
     b = torch.randn(c_out, generator=gen) if bias else None
     want = F.conv2d(x.double(), w.double(), None if b is None else b.double(), padding=1)
-    got = winograd.conv3x3(x, winograd.transform_weight(w), b)
+    got = winograd.conv3x3(x, winograd.transform_weight(w, tile), b)
     assert got.shape == want.shape and got.dtype == torch.float32
     assert got.is_contiguous(memory_format=torch.channels_last)  # the layout oneDNN's convolutions give too
     error = (got.double() - want).abs().max() / want.abs().max()
-    assert error < 1e-5  # measured: 1e-6 to 4e-6; oneDNN's direct fp32 convolution: about 6e-7
+    # measured: F(4x4) 1e-6 to 4e-6, F(2x2) 2e-7 to 5e-7; oneDNN's direct fp32 convolution: about 6e-7
+    assert error < (1e-5 if tile == 4 else 1.5e-6)
 
 
 @pytest.mark.parametrize("image_chunk, max_chunk", [(1, 1 << 40), (1 << 40, 3 * 36 * 4 * 16 * 4)])
@@ -57,7 +62,7 @@ def test_conv3x3_in_chunks_of_images_equals_the_whole_batch(monkeypatch, image_c
     whole = winograd.conv3x3(x, u, b)
     chunks = []
     real = winograd._tiles_into
-    monkeypatch.setattr(winograd, "_tiles_into", lambda x, *a: chunks.append(x.shape[0]) or real(x, *a))
+    monkeypatch.setattr(winograd, "_tiles_into", lambda v, x, *a: chunks.append(x.shape[0]) or real(v, x, *a))
     monkeypatch.setattr(winograd, "IMAGE_CHUNK_BYTES", image_chunk)
     monkeypatch.setattr(winograd, "MAX_CHUNK_BYTES", max_chunk)
     got = winograd.conv3x3(x, u, b)
@@ -65,16 +70,20 @@ def test_conv3x3_in_chunks_of_images_equals_the_whole_batch(monkeypatch, image_c
     torch.testing.assert_close(got, whole, atol=1e-5, rtol=0)
 
 
-def test_the_rule_takes_wide_layers_with_enough_tiles():
-    w = torch.empty(128, 128, 3, 3)
-    assert winograd.pays(torch.empty(8, 128, 8, 8), w)  # 32 tiles x 128 channels
-    assert winograd.pays(torch.empty(1, 128, 32, 32), w)  # 64 tiles
-    assert not winograd.pays(torch.empty(1, 128, 16, 16), w)  # 16 tiles x 128: streaming the weight dominates
-    assert winograd.pays(torch.empty(1, 256, 16, 16), torch.empty(256, 256, 3, 3))  # 16 tiles x 256
-    assert not winograd.pays(torch.empty(1, 256, 8, 8), torch.empty(256, 256, 3, 3))  # 4 tiles
-    assert not winograd.pays(torch.empty(64, 128, 2, 2), w)  # maps smaller than a tile
-    assert not winograd.pays(torch.empty(8, 64, 32, 32), torch.empty(128, 64, 3, 3))  # 64 channels in
-    assert not winograd.pays(torch.empty(8, 128, 32, 32), torch.empty(64, 128, 3, 3))  # 64 out
+def test_the_rule_picks_the_variant_that_pays_per_layer():
+    w, wide = torch.empty(128, 128, 3, 3), torch.empty(256, 256, 3, 3)
+    assert winograd.tile_for(torch.empty(8, 128, 8, 8), w) == 4  # 32 tiles of 4x4
+    assert winograd.tile_for(torch.empty(1, 128, 32, 32), w) == 4  # 64 tiles
+    assert winograd.tile_for(torch.empty(1, 128, 16, 16), w) == 0  # 16 tiles, 128 channels: streaming dominates
+    assert winograd.tile_for(torch.empty(1, 256, 16, 16), wide) == 2  # 16 tiles of 4x4, 64 of 2x2 x 256 channels
+    assert winograd.tile_for(torch.empty(8, 256, 4, 4), wide) == 2  # 32 tiles of 2x2 x 256
+    assert winograd.tile_for(torch.empty(8, 512, 4, 4), torch.empty(256, 512, 3, 3)) == 2
+    assert winograd.tile_for(torch.empty(1, 128, 16, 16), torch.empty(256, 128, 3, 3)) == 2  # 64 x 128, 256 wide
+    assert winograd.tile_for(torch.empty(8, 128, 4, 4), w) == 0  # F(2x2) wants 256 channels on one side
+    assert winograd.tile_for(torch.empty(1, 256, 8, 8), wide) == 0  # 16 tiles of 2x2 x 256: too few
+    assert winograd.tile_for(torch.empty(4, 256, 2, 2), wide) == 0  # maps too small for F(4x4), few 2x2 tiles
+    assert winograd.tile_for(torch.empty(8, 64, 32, 32), torch.empty(128, 64, 3, 3)) == 0  # 64 channels in
+    assert winograd.tile_for(torch.empty(8, 128, 32, 32), torch.empty(64, 128, 3, 3)) == 0  # 64 out
     x, w = torch.empty(2, 8, 4, 4), torch.empty(8, 8, 3, 3)
     assert winograd.applies(x, w, (1, 1), (1, 1), (1, 1), 1)
     assert not winograd.applies(x, w, (2, 2), (1, 1), (1, 1), 1)
@@ -109,11 +118,32 @@ def test_packed_convolutions_use_it_where_it_pays_and_follow_weight_updates(monk
     assert len(calls) == 2
 
 
+def test_one_layer_runs_the_variant_its_input_calls_for_and_keeps_both_weights(monkeypatch):
+    """Small maps take F(2x2, 3x3), large ones F(4x4, 3x3), on the same layer; each transformed weight is made once
+    and both are made again after an in-place update."""
+    spans, made = [], []
+    real_conv, real_transform = winograd.conv3x3, winograd.transform_weight
+    monkeypatch.setattr(winograd, "conv3x3", lambda x, u, b: spans.append(u.shape[0]) or real_conv(x, u, b))
+    monkeypatch.setattr(winograd, "transform_weight", lambda w, tile: made.append(tile) or real_transform(w, tile))
+    torch.manual_seed(0)
+    conv = nn.Conv2d(256, 256, 3, padding=1).eval()
+    packed.pack_convolutions(conv, use_winograd=True)
+    small, large = torch.randn(8, 256, 4, 4), torch.randn(2, 256, 16, 16)
+    with torch.no_grad():
+        for x in (small, large, small, large):
+            torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=0)
+        assert spans == [16, 36, 16, 36] and made == [2, 4]
+        conv.weight.mul_(0.5)
+        for x in (small, large):
+            torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-4, rtol=0)
+    assert made == [2, 4, 2, 4]
+
+
 def test_the_cpu_fp32_sampler_runs_winograd_by_default_within_float_rounding(tiny_sampler_net, monkeypatch):
     """The tiny preset is narrower than MIN_CHANNELS: lowered here so that every 3x3 convolution qualifies."""
     G, cfg = tiny_sampler_net
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(winograd, "MIN_WORK", 1)
+    monkeypatch.setattr(winograd, "MIN_TILES_4", 1)
     calls = []
     real = winograd.conv3x3
     monkeypatch.setattr(winograd, "conv3x3", lambda *a: calls.append(1) or real(*a))

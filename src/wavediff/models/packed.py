@@ -71,9 +71,10 @@ def conv2d(
     if plain:
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    use_winograd = owner.__dict__.get("_winograd", False)
-    if use_winograd and winograd.applies(x, weight, stride, padding, dilation, groups) and winograd.pays(x, weight):
-        return winograd.conv3x3(x, _winograd_weight(owner, weight), bias)
+    if owner.__dict__.get("_winograd", False) and winograd.applies(x, weight, stride, padding, dilation, groups):
+        tile = winograd.tile_for(x, weight)
+        if tile:
+            return winograd.conv3x3(x, _winograd_weight(owner, weight, tile), bias)
     if x.shape[0] > MAX_BATCH or owner.__dict__.get("_unpackable", False):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     key = (tuple(x.shape), x.is_contiguous(), weight.data_ptr(), version(weight), weight.stride())
@@ -98,14 +99,16 @@ def conv2d(
     )
 
 
-def _winograd_weight(owner: nn.Module, weight: torch.Tensor) -> torch.Tensor:
-    """`weight` in the Winograd domain, made once and cached on `owner` (made again after an in-place update)."""
+def _winograd_weight(owner: nn.Module, weight: torch.Tensor, tile: int) -> torch.Tensor:
+    """`weight` in the Winograd domain of F(tile x tile, 3x3), made once per variant and cached on `owner` (made
+    again after an in-place update)."""
     key = (weight.data_ptr(), version(weight))
     cached = owner.__dict__.get("_winograd_weight")
     if cached is None or cached[0] != key:
-        cached = (key, winograd.transform_weight(weight))
-        owner._winograd_weight = cached
-    return cached[1]
+        cached = owner._winograd_weight = (key, {})
+    if tile not in cached[1]:
+        cached[1][tile] = winograd.transform_weight(weight, tile)
+    return cached[1][tile]
 
 
 class PackedConv2d(nn.Conv2d):
@@ -123,7 +126,8 @@ def pack_convolutions(module: nn.Module, use_winograd: bool = False) -> int:
 
     Every zero-padded `nn.Conv2d` becomes a `PackedConv2d`; modules whose class sets `packable = True` and
     convolves through `conv2d(self, ...)` (1x1 NIN layers, the wavelet input pyramid) get their cache. With
-    `use_winograd`, fp32 3x3 convolutions run as Winograd F(4x4, 3x3) wherever `winograd.pays` (any batch size).
+    `use_winograd`, fp32 3x3 convolutions run as Winograd F(4x4, 3x3) or F(2x2, 3x3) wherever
+    `winograd.tile_for` finds one that pays (any batch size).
     """
     count = 0
     for m in module.modules():
