@@ -21,7 +21,7 @@ events, as in the paper's protocol. Ratios > 1 mean we are faster.
 
 "ours" is timed in fp32 and at our default sampling precision (`--precision
 auto`: bf16 on CPUs with native bf16 and on GPUs that support it). On a CPU fp32
-sampling runs its wide 3x3 convolutions as Winograd F(4x4, 3x3) by default, so
+sampling runs its wide 3x3 convolutions as Winograd (F(4x4) or F(2x2)) by default, so
 it is also timed with direct convolutions only (`--no-winograd`): the arithmetic
 the GFLOP/s figure counts, and what the equality check runs.
 """

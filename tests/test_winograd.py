@@ -75,12 +75,12 @@ def test_the_rule_picks_the_variant_that_pays_per_layer():
     assert winograd.tile_for(torch.empty(8, 128, 8, 8), w) == 4  # 32 tiles of 4x4
     assert winograd.tile_for(torch.empty(1, 128, 32, 32), w) == 4  # 64 tiles
     assert winograd.tile_for(torch.empty(1, 128, 16, 16), w) == 0  # 16 tiles, 128 channels: streaming dominates
-    assert winograd.tile_for(torch.empty(1, 256, 16, 16), wide) == 2  # 16 tiles of 4x4, 64 of 2x2 x 256 channels
-    assert winograd.tile_for(torch.empty(8, 256, 4, 4), wide) == 2  # 32 tiles of 2x2 x 256
+    assert winograd.tile_for(torch.empty(1, 256, 16, 16), wide) == 2  # 16 tiles of 4x4, 64 of 2x2
+    assert winograd.tile_for(torch.empty(8, 256, 4, 4), wide) == 2  # 32 tiles of 2x2
     assert winograd.tile_for(torch.empty(8, 512, 4, 4), torch.empty(256, 512, 3, 3)) == 2
-    assert winograd.tile_for(torch.empty(1, 128, 16, 16), torch.empty(256, 128, 3, 3)) == 2  # 64 x 128, 256 wide
-    assert winograd.tile_for(torch.empty(8, 128, 4, 4), w) == 0  # F(2x2) wants 256 channels on one side
-    assert winograd.tile_for(torch.empty(1, 256, 8, 8), wide) == 0  # 16 tiles of 2x2 x 256: too few
+    assert winograd.tile_for(torch.empty(1, 128, 16, 16), torch.empty(256, 128, 3, 3)) == 0  # F(2x2): 256 channels
+    assert winograd.tile_for(torch.empty(8, 128, 4, 4), w) == 0
+    assert winograd.tile_for(torch.empty(1, 256, 8, 8), wide) == 0  # 16 tiles of 2x2: too few
     assert winograd.tile_for(torch.empty(4, 256, 2, 2), wide) == 0  # maps too small for F(4x4), few 2x2 tiles
     assert winograd.tile_for(torch.empty(8, 64, 32, 32), torch.empty(128, 64, 3, 3)) == 0  # 64 channels in
     assert winograd.tile_for(torch.empty(8, 128, 32, 32), torch.empty(64, 128, 3, 3)) == 0  # 64 out

@@ -10,9 +10,10 @@ AVX512-BF16 or AMX (1.5x faster sampling measured on such a CPU) and GPUs that
 support it; elsewhere fp32. bf16 changes images slightly against fp32, so fp32
 is one flag away for bit-reproducible images.
 
-fp32 on a CPU runs its wide 3x3 convolutions as Winograd F(4x4, 3x3)
-(models/winograd.py: 4x fewer multiplications, images within 1/255 of the
-direct convolutions'); `winograd=False` (`--no-winograd`) keeps them direct.
+fp32 on a CPU runs its wide 3x3 convolutions as Winograd F(4x4, 3x3) or
+F(2x2, 3x3) (models/winograd.py: 4x or 2.25x fewer multiplications, images
+within 1/255 of the direct convolutions'); `winograd=False` (`--no-winograd`)
+keeps them direct.
 
 bf16 sampling runs a bf16 copy of the generator (weights and activations),
 not autocast over fp32 weights: under autocast every GroupNorm computes in
@@ -174,9 +175,10 @@ class FastPath:
     # 178, lsun 495 / 355: layout copies around the ops that lack NHWC kernels); on CPUs NHWC activations for the
     # batches where oneDNN's NHWC convolutions pay (`nhwc_pays_on_cpu`), with the weights left as they are.
     channels_last: bool | None = None
-    # Winograd F(4x4, 3x3) for the fp32 3x3 convolutions of eager CPU sampling (models/winograd.py): the same
-    # convolutions in 4x fewer multiplications, images within float rounding of the direct ones (at most 1.3e-5
-    # in [-1, 1]: a rare pixel value moves by 1/255). None: on where it applies (fp32 on a CPU, not compiled).
+    # Winograd F(4x4, 3x3) or F(2x2, 3x3) for the fp32 3x3 convolutions of eager CPU sampling (models/winograd.py):
+    # the same convolutions in 4x or 2.25x fewer multiplications, images within float rounding of the direct ones
+    # (at most 1.3e-5 in [-1, 1]: a rare pixel value moves by 1/255). None: on where it applies (fp32 on a CPU, not
+    # compiled).
     winograd: bool | None = None
 
     def winograd_on(self, device: torch.device | str) -> bool:

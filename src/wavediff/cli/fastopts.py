@@ -52,7 +52,8 @@ def add_fast_arguments(p, precision_default: str = "auto") -> None:
         "--winograd",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Winograd F(4x4, 3x3) for the 3x3 convolutions with at least 128 channels: 4x fewer multiplications, "
+        help="Winograd F(4x4, 3x3) or F(2x2, 3x3), per layer, for the 3x3 convolutions with at least 128 channels: "
+        "4x or 2.25x fewer multiplications, "
         "images within float rounding of the direct convolution's (default: on for eager fp32 sampling on CPUs, "
         "the only place it applies; --no-winograd for the direct convolutions)",
     )

@@ -38,19 +38,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MIN_CHANNELS = 128  # fewer input or output channels: the transforms cost more than the saved arithmetic
-# F(4x4, 3x3) wants at least this many output tiles in the batch: with fewer, streaming its transformed weight (4x
-# the plain one) and the transforms' fixed costs outweigh the saved arithmetic, and F(2x2, 3x3), whose weight is
-# 1.8x the plain one and which has 4x as many tiles, does better. Per layer, cold weights, 2-core Intel Xeon, against
-# the direct convolution, F(4x4) / F(2x2): [1, 256, 16, 16] -> 256 (16 tiles) 1.20x / 1.35x; [8, 128, 8, 8] -> 128
-# (32 tiles) 1.08x / 1.01x; [8, 256, 8, 8] -> 256 1.70x / 1.45x; [1, 128, 32, 32] -> 128 (64) 1.47x / 1.10x.
+# Each variant wants at least this many channels in and out and this many output tiles in the batch: with fewer,
+# the transforms (passes over memory) and streaming the transformed weight (F(4x4, 3x3): 4x the plain one; F(2x2, 3x3):
+# 1.8x) cost more than the saved arithmetic. F(4x4) is tried first; on small maps and batches, where it has too few
+# tiles, F(2x2) has 4x as many. Per layer, cold weights, 2-core Intel Xeon, against the direct convolution, F(4x4) /
+# F(2x2): [8, 256, 8, 8] -> 256 (32 tiles of 4x4) 1.70x / 1.45x; [8, 128, 8, 8] -> 128 1.08x / 1.01x; [1, 128, 32, 32]
+# -> 128 (64) 1.47x / 1.10x; [1, 256, 16, 16] -> 256 (16 tiles of 4x4, 64 of 2x2) 1.20x / 1.35x; [8, 256, 4, 4] ->
+# 256 (32 of 2x2) 1.06x / 1.51x; [8, 512, 4, 4] -> 256 1.20x / 1.69x. Below the thresholds: [1, 256, 8, 8] -> 256
+# (16 of 2x2) 0.55x / 0.87x; [1, 512, 8, 8] -> 256 0.64x / 0.97x; [1, 128, 16, 16] -> 128 (128 channels, 16 and 64
+# tiles) 0.80x / 0.92x; [8, 64, 64, 64] -> 64 0.91x / 0.51x. Whole samplers (same process, against the rule with
+# F(4x4) alone): cifar10 1.09x at batch 8; at batch 1 cifar10, stl10 and celeba_256 within 0.98-1.01x (noise).
+MIN_CHANNELS = 128
 MIN_TILES_4 = 32
-# F(2x2, 3x3) wants its tiles x the narrower channel count at least this, and 256 channels on one side. Same
-# measurements: [8, 256, 4, 4] -> 256 (32 tiles x 256) 1.51x, [8, 512, 4, 4] -> 256 1.69x, [1, 128, 16, 16] -> 256
-# (64 x 128) 1.21x, [1, 384, 16, 16] -> 128 1.09x; below it [1, 256, 8, 8] -> 256 (16 x 256) 0.87x,
-# [1, 512, 8, 8] -> 256 0.97x, and with 128 channels on both sides [1, 128, 16, 16] -> 128 (64 x 128) 0.92x.
-MIN_WORK_2 = 8192
-MIN_WIDE_2 = 256
+MIN_CHANNELS_2 = 256
+MIN_TILES_2 = 32
 
 # chunks of the batch (`conv3x3`): an image alone where its transformed tiles take at least this (a layer of
 # [8, 128, 64, 64] -> 128, celeba_256's, per image: 1.44x the direct convolution, against 1.2x for the whole batch
@@ -134,14 +135,11 @@ def tiles(x: torch.Tensor, tile: int) -> int:
 def tile_for(x: torch.Tensor, weight: torch.Tensor) -> int:
     """The output tile side of the Winograd variant that beats the direct convolution on this input (the
     measurements above), or 0 for the direct convolution: F(4x4, 3x3) with at least `MIN_CHANNELS` channels in and
-    out and `MIN_TILES_4` output tiles in the batch; else F(2x2, 3x3) with as many channels, `MIN_WIDE_2` on the
-    wider side, and its tiles x the narrower channel count at least `MIN_WORK_2`."""
-    narrow, wide = sorted(weight.shape[:2])
-    if narrow < MIN_CHANNELS:
-        return 0
-    if tiles(x, F4.tile) >= MIN_TILES_4:
+    out and `MIN_TILES_4` output tiles in the batch, else F(2x2, 3x3) with `MIN_CHANNELS_2` and `MIN_TILES_2`."""
+    channels = min(weight.shape[:2])
+    if channels >= MIN_CHANNELS and tiles(x, F4.tile) >= MIN_TILES_4:
         return F4.tile
-    if wide >= MIN_WIDE_2 and tiles(x, F2.tile) * narrow >= MIN_WORK_2:
+    if channels >= MIN_CHANNELS_2 and tiles(x, F2.tile) >= MIN_TILES_2:
         return F2.tile
     return 0
 
