@@ -108,6 +108,7 @@ class Variant:
 
 F4 = Variant(_BT, _G, _AT)
 F2 = Variant(_BT2, _G2, _AT2)
+_BY_TILE = {v.tile: v for v in (F4, F2)}
 _BY_SPAN = {v.span**2: v for v in (F4, F2)}  # a transformed weight's first dimension names its variant
 
 
@@ -148,7 +149,7 @@ def transform_weight(weight: torch.Tensor, tile: int = 4) -> torch.Tensor:
     """[C_out, C_in, 3, 3] -> [span^2, C_in, C_out]: G g G^T for every channel pair, as one matrix product with
     G kron G (in the weight's dtype: in fp32 within 1.5e-7 of float64, and 3x faster). `tile`: 4 for F(4x4, 3x3),
     2 for F(2x2, 3x3)."""
-    variant = {F4.tile: F4, F2.tile: F2}[tile]
+    variant = _BY_TILE[tile]
     c_out, c_in = weight.shape[:2]
     pairs = weight.detach().transpose(0, 1).reshape(c_in * c_out, 9)  # input-channel-major, as the result
     u = variant.filter.to(weight.device, weight.dtype) @ pairs.t()
