@@ -480,6 +480,33 @@ def test_two_process_ddp_keeps_ranks_identical(images, tmp_path):
     assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["train"], state["rng"][1]["train"])
 
 
+def test_progress_in_a_log_file_is_one_line_per_refresh(tmp_path, monkeypatch, capsys):
+    """stderr not a terminal (nohup, a cluster job): the bar writes whole lines, at most one per LOG_INTERVAL_S,
+    instead of a carriage-return redraw every second that a log file keeps as one ever longer line."""
+    from wavediff.training import logging as run_logging
+
+    monkeypatch.setattr(run_logging, "LOG_INTERVAL_S", 0.0)
+    clock = iter(float(t) for t in range(100, 200, 10))
+    monkeypatch.setattr(run_logging, "_clock", lambda: next(clock))
+    log = run_logging.RunLog(tmp_path, total_steps=1000, initial_step=0, time_budget_s=120.0)
+    for _ in range(3):
+        log.advance(25)
+    log.write("a message")
+    log.close()
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err
+    lines = captured.err.splitlines()
+    assert len(lines) >= 3 and all("of 2 min" in line for line in lines)
+    assert lines[-1].startswith(" 25%") and lines[-1].endswith("step=75")  # 30 s of the 120 s budget
+    assert "a message" in captured.out
+    monkeypatch.setattr(run_logging, "LOG_INTERVAL_S", 3600.0)  # the real interval: no line between the first
+    quiet = run_logging.RunLog(tmp_path, total_steps=300, initial_step=0)  # and the last within a short run
+    for _ in range(50):
+        quiet.advance(1)
+    quiet.close()
+    assert len(capsys.readouterr().err.splitlines()) <= 2
+
+
 def test_time_budget_progress_bar_counts_minutes_not_unreachable_steps(tmp_path, monkeypatch):
     from wavediff.training import logging as run_logging
 

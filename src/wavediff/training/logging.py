@@ -6,12 +6,38 @@ Only rank 0 creates a `RunLog` that writes; the others get a silent one.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 _clock = time.perf_counter  # wall-time source of the budget bar (tests replace it)
+# seconds between the bar's lines when stderr is not a terminal (a log file: nohup, a cluster job)
+LOG_INTERVAL_S = 30.0
+
+
+class _Lines:
+    """A stream for the bar when stderr is not a terminal: each redraw becomes one line of its own, instead of a
+    carriage-return redraw that a log file keeps as an ever longer line; blank clearing redraws are dropped."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").rstrip()
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _bar_output() -> dict:
+    """tqdm's stream and refresh interval: a live bar on a terminal, a line every `LOG_INTERVAL_S` otherwise."""
+    if sys.stderr.isatty():
+        return {"mininterval": 1.0}
+    return {"file": _Lines(sys.stderr), "mininterval": LOG_INTERVAL_S, "maxinterval": LOG_INTERVAL_S}
 
 
 class RunLog:
@@ -28,7 +54,7 @@ class RunLog:
         if self._budget > 0:
             fmt = f"{{percentage:3.0f}}%|{{bar}}| {{elapsed}} of {self._budget / 60:g} min{{postfix}}"
             self.bar = tqdm(
-                total=self._budget, bar_format=fmt, dynamic_ncols=True, disable=not self.enabled, mininterval=1.0
+                total=self._budget, bar_format=fmt, dynamic_ncols=True, disable=not self.enabled, **_bar_output()
             )
         else:
             self.bar = tqdm(
@@ -37,7 +63,7 @@ class RunLog:
                 unit="step",
                 dynamic_ncols=True,
                 disable=not self.enabled,
-                mininterval=1.0,
+                **_bar_output(),
             )
 
     def event(self, event: str, **fields) -> None:
