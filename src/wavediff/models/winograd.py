@@ -190,8 +190,8 @@ def _tiles_into(variant: Variant, x: torch.Tensor, u: torch.Tensor, bias: torch.
     xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, tw * m + 1 - w, 1, th * m + 1 - h)).contiguous()
     s_n, s_h, s_w, _ = xp.stride()
     # every overlapping input tile, tile position first: [span^2, n * th * tw * c]
-    tiles = xp.as_strided((span, span, n, th, tw, c), (s_h, s_w, s_n, m * s_h, m * s_w, 1)).reshape(span**2, -1)
-    v = (variant.input @ tiles).view(span**2, n * th * tw, c)
+    patches = xp.as_strided((span, span, n, th, tw, c), (s_h, s_w, s_n, m * s_h, m * s_w, 1)).reshape(span**2, -1)
+    v = (variant.input @ patches).view(span**2, n * th * tw, c)
     prod = torch.bmm(v, u)  # [span^2, tiles, c_out]: the whole arithmetic of the convolution
     y = (variant.output @ prod.view(span**2, -1)).view(m, m, n, th, tw, c_out)
     y = y.permute(2, 3, 0, 4, 1, 5)  # [n, th, m, tw, m, c_out]
