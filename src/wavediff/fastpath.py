@@ -308,8 +308,10 @@ class SamplerRunner:
         """The generator as the sampler runs it (inside `precision_context()`): x0 predicted from x_{t+1}."""
         if self.weights_dtype is not None:
             x = x.to(self.weights_dtype)
-        if self.nhwc_batches and nhwc_pays_on_cpu(x):
-            x = x.contiguous(memory_format=torch.channels_last)  # every later map follows the input's layout
+        if self.fast.channels_last or (self.nhwc_batches and nhwc_pays_on_cpu(x)):
+            # every later map follows the input's layout; and every step's input has the same strides, so a compiled
+            # generator is traced once (x_T is NCHW, the later steps' inputs channels-last: two compiles before)
+            x = x.contiguous(memory_format=torch.channels_last)
         if self._compiled is None:
             return self.generator.predict(x, cond)
         with self._compiling():  # (CPU) freezing on: inductor reads it when it compiles, at a new batch size

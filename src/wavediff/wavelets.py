@@ -62,7 +62,8 @@ def idwt(y: torch.Tensor) -> torch.Tensor:
     b, c4, h, w = y.shape
     ll, p, q, hh = y.reshape(b, 4, c4 // 4, h, w).unbind(1)
     top, bottom, top_diff, bottom_diff = ll + p, ll - p, q + hh, q - hh
-    if _channels_last(y) and not (y.requires_grad and torch.is_grad_enabled()):
+    channels_last = _channels_last(y)
+    if channels_last and not (y.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling():
         # Without autograd the four block corners are written straight into strided views of a channels-last
         # output: 2-5x faster than stack + pixel_shuffle, which return NCHW and cost every next convolution a
         # layout copy. The same arithmetic, bit for bit.
@@ -73,7 +74,10 @@ def idwt(y: torch.Tensor) -> torch.Tensor:
         torch.sub(bottom, bottom_diff, out=out[:, :, 1::2, 1::2])
         return out.mul_(0.5)
     block = torch.stack((top + top_diff, top - top_diff, bottom + bottom_diff, bottom - bottom_diff), 2)  # a b c d
-    return F.pixel_shuffle(block.mul_(0.5).reshape(b, c4, h, w), 2)
+    out = F.pixel_shuffle(block.mul_(0.5).reshape(b, c4, h, w), 2)
+    # compiled: dynamo cannot trace the `out=` views above (each broke the graph: celeba_256 compiled NHWC ran as
+    # dozens of graphs and hit dynamo's recompile limit); inductor fuses this form and the layout change into one kernel
+    return out.contiguous(memory_format=torch.channels_last) if channels_last and torch.compiler.is_compiling() else out
 
 
 def _channels_last(x: torch.Tensor) -> bool:
