@@ -76,16 +76,17 @@ def test_gpu_check_compile_step_plans_every_preset_compiled(monkeypatch):
     plan, common = gpu_check.bench_plan(opts, "compile")
     assert [(p, s) for p, s, _ in plan] == [
         ("cifar10", "fast+compile"),
-        ("cifar10", "fast+compile+nhwc"),
-        ("stl10", "fast+compile+nhwc"),
+        ("stl10", "fast+compile"),
+        ("cifar10", "fast+compile+nchw"),
         ("cifar10", "fast+autotune"),
         ("cifar10", "fast+compile+freezing"),
         ("cifar10", "fast+compile+combo"),
         ("cifar10", "fast+compile+aggressive"),
-        ("stl10", "fast+compile"),
+        ("stl10", "fast+compile+nchw"),
     ]
     assert all(("--compile" in flags or "--compile-mode" in flags) and "--cuda-graphs" in flags for *_, flags in plan)
-    assert all(("--channels-last" in flags) == setting.endswith("nhwc") for _, setting, flags in plan)
+    # compiled GPU sampling is NHWC by default: the NCHW rows ask for it
+    assert all(("--no-channels-last" in flags) == setting.endswith("nchw") for _, setting, flags in plan)
     assert plan[3][2][-2:] == ["--compile-mode", "max-autotune"]
     assert gpu_check.SETTING_ENV[plan[4][1]] == {"TORCHINDUCTOR_FREEZING": "1"}
     for _, setting, _ in plan[5:7]:  # inductor options that the sampler accepts from the environment
@@ -93,7 +94,7 @@ def test_gpu_check_compile_step_plans_every_preset_compiled(monkeypatch):
         monkeypatch.setenv("WAVEDIFF_INDUCTOR_OPTIONS", json.dumps(options))
         assert extra_inductor_options() == options
     only_stl10, _ = gpu_check.bench_plan(SimpleNamespace(**{**vars(opts), "presets": ["stl10"]}), "compile")
-    assert [s for _, s, _ in only_stl10] == ["fast+compile+nhwc", "fast+compile"]
+    assert [s for _, s, _ in only_stl10] == ["fast+compile", "fast+compile+nchw"]
     default, _ = gpu_check.bench_plan(opts, "bench")
     assert [s for _, s, _ in default] == ["fp32", "fast", "fast", "fast+compile", "fast+nhwc"]
     assert "compile" not in gpu_check.DEFAULT_STEPS

@@ -170,10 +170,13 @@ class FastPath:
     # asks for by default). On an H100 at batch 100, bf16: cifar10 90.8 -> 22.5 ms per batch; at batch 1 the eager
     # sampler is bound by kernel launches and graphs make it 10x faster (docs/gpu_runs.md).
     cuda_graphs: bool | None = False
-    # NHWC weights and activations: True always, False never. None (the default): NCHW on GPUs, where NHWC was slower
-    # (H100, bf16, CUDA graphs, batch 100: cifar10 25.8 against 22.5 ms NCHW, stl10 83.5 / 67.0, celeba_256 249 /
-    # 178, lsun 495 / 355: layout copies around the ops that lack NHWC kernels); on CPUs NHWC activations for the
-    # batches where oneDNN's NHWC convolutions pay (`nhwc_pays_on_cpu`), with the weights left as they are.
+    # NHWC weights and activations: True always, False never. None (the default): on GPUs NHWC when compiled and NCHW
+    # eager. Eager NHWC was slower (H100, bf16, CUDA graphs, batch 100: cifar10 25.8 against 22.5 ms NCHW, stl10 83.5
+    # / 67.0, celeba_256 249 / 178, lsun 495 / 355: layout copies around the ops that lack NHWC kernels); compiled,
+    # inductor writes every fused kernel in NHWC and cuDNN skips its own layout transposes (24 of eager celeba_256's
+    # 48 ms of convolution): cifar10 9.1 against 9.9 ms NCHW, stl10 30.2 / 35.8, celeba_256 72.0 / 127.1, lsun
+    # 142.5 / 252.6 (docs/gpu_runs.md). On CPUs NHWC activations for the batches where oneDNN's NHWC convolutions pay
+    # (`nhwc_pays_on_cpu`), with the weights left as they are.
     channels_last: bool | None = None
     # Winograd F(4x4, 3x3) or F(2x2, 3x3) for the fp32 3x3 convolutions of eager CPU sampling (models/winograd.py):
     # the same convolutions in 4x or 2.25x fewer multiplications, images within float rounding of the direct ones
@@ -192,6 +195,13 @@ class FastPath:
             )
         return applies if self.winograd is None else self.winograd
 
+    def nhwc_on(self, device: torch.device | str) -> bool:
+        """Whether the sampler runs NHWC weights and activations throughout (channels_last None: compiled on a GPU;
+        eager CPU sampling then picks NHWC activations per batch instead)."""
+        if self.channels_last is not None:
+            return self.channels_last
+        return torch.device(device).type == "cuda" and self.compile
+
     def graphs_on(self, device: torch.device | str) -> bool:
         """Whether the sampler replays CUDA graphs on `device` (cuda_graphs None: on CUDA devices)."""
         return torch.device(device).type == "cuda" if self.cuda_graphs is None else self.cuda_graphs
@@ -199,7 +209,11 @@ class FastPath:
     def describe(self, device: torch.device | str) -> str:
         """e.g. "bf16" or "fp32, compile, cuda_graphs, channels_last"."""
         compiled = "compile" if self.compile_mode == "default" else f"compile ({self.compile_mode})"
-        on = [(compiled, self.compile), ("cuda_graphs", self.graphs_on(device)), ("channels_last", self.channels_last)]
+        on = [
+            (compiled, self.compile),
+            ("cuda_graphs", self.graphs_on(device)),
+            ("channels_last", self.nhwc_on(device)),
+        ]
         on.append(("winograd", self.winograd_on(device)))
         return ", ".join([resolve_precision(self.precision, device), *(name for name, flag in on if flag)])
 
@@ -265,7 +279,8 @@ class SamplerRunner:
         owned = self.weights_dtype is not None
         if owned:
             generator = low_precision_copy(generator, self.weights_dtype, pack=pack)
-        if fast.channels_last:  # the private bf16 copy converts in place; the caller's generator stays NCHW
+        self.nhwc = fast.nhwc_on(self.device)
+        if self.nhwc:  # the private bf16 copy converts in place; the caller's generator stays NCHW
             generator = generator if owned else copy.deepcopy(generator)
             generator = generator.to(memory_format=torch.channels_last)
             owned = True
@@ -308,7 +323,7 @@ class SamplerRunner:
         """The generator as the sampler runs it (inside `precision_context()`): x0 predicted from x_{t+1}."""
         if self.weights_dtype is not None:
             x = x.to(self.weights_dtype)
-        if self.fast.channels_last or (self.nhwc_batches and nhwc_pays_on_cpu(x)):
+        if self.nhwc or (self.nhwc_batches and nhwc_pays_on_cpu(x)):
             # every later map follows the input's layout; and every step's input has the same strides, so a compiled
             # generator is traced once (x_T is NCHW, the later steps' inputs channels-last: two compiles before)
             x = x.contiguous(memory_format=torch.channels_last)
