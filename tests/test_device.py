@@ -197,6 +197,8 @@ def test_cuda_graph_replays_equal_eager_iterations(device, tmp_path):
         return
     from safetensors.torch import load_file
 
+    from wavediff.presets import get_preset
+
     data = _images(tmp_path / "images")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
     base = ["--preset", "tiny", "--data", data, "--device", device.type, "--steps", 12]
@@ -223,7 +225,12 @@ def test_cuda_graph_replays_equal_eager_iterations(device, tmp_path):
         assert used["replays"] == 12 - used["eager"] and used["eager"] == 4 and used["captures"] >= 2, used
         final = [load_file(run / "checkpoints" / "generator_final.safetensors") for run in (eager, graphed)]
         worst = max((final[1][k].float() - final[0][k].float()).abs().max().item() for k in final[0])
-        assert worst <= 1e-5, f"{precision}: graphed training drifted from eager training by {worst:.2e}"
+        # fp32: equal up to float rounding. bf16: its rounding differences, which Adam amplifies on weights whose
+        # gradients are near zero, reached 2.45e-5 (H100), 0.15 of one Adam step (lr_g 1.6e-4); a replay that
+        # skipped or repeated an iteration would move weights by about a whole step (Adam's first steps are lr
+        # in size), so half a step still tells the two apart
+        tolerance = 1e-5 if precision == "fp32" else 0.5 * get_preset("tiny").train.lr_g
+        assert worst <= tolerance, f"{precision}: graphed training drifted from eager training by {worst:.2e}"
 
 
 def test_one_process_collective_group(device, tmp_path):
