@@ -235,3 +235,24 @@ def test_adaptive_group_norm_paths_agree(batch):
         assert out.is_contiguous(memory_format=layout)  # no layout change for the next convolution to undo
         for a, b in zip(torch.autograd.grad(out, (xl, style), go), want):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("changes", [{}, dict(conditional=False), dict(net_type="normal")])
+def test_stacked_conditioning_equals_the_per_block_projections(changes):
+    """The GPU sampler's conditioning, two matrix products over every block's weights, holds each block's time bias
+    and AdaGN styles as the per-block projections do, and the generator predicts the same from it."""
+    cfg = tiny(**changes)
+    torch.manual_seed(0)
+    G = perturbed(build_generator(cfg))
+    x, t, z = inputs(cfg, batch=3)
+    with torch.no_grad():
+        plain, stacked = G.conditioning(t, z), G.conditioning(t, z, stacked=True)
+        blocks = [m for m in G.modules() if isinstance(m, ResnetBlock)]
+        assert set(plain.blocks) == set(stacked.blocks) == set(blocks) and len(blocks) > 4
+        for m in blocks:
+            for field in ("bias", "style_in", "style_out"):
+                a, b = getattr(plain[m], field), getattr(stacked[m], field)
+                assert (a is None) == (b is None) == (field == "bias" and not cfg.conditional)
+                if a is not None:
+                    torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+        torch.testing.assert_close(G.predict(x, stacked), G.predict(x, plain), rtol=0, atol=1e-5)

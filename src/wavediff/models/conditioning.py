@@ -11,6 +11,14 @@ are drawn before the first step): each projection then reads its weights once
 per batch instead of once per step. On a 2-core CPU those projections took 16%
 of cifar10 sampling at batch 1 (bf16); conditioning the T steps together made
 it 1.18x faster, with the same images bit for bit.
+
+On a GPU the projections are many small matrix products (63 for cifar10), each
+a kernel of about 12 us that keeps the GPU mostly idle: 0.8 of the 9.4 ms of
+kernels in compiled cifar10 sampling at batch 100 on an H100. `stacked`
+computes them as two products instead, over the blocks' weights concatenated
+(in the pass, so a CUDA graph replays it with the weights of the moment).
+On a CPU that concatenation would copy 32 MB per pass (cifar10) to save a few
+library calls, so the CPU keeps one product per projection.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def _chunk(x: torch.Tensor | None, n: int) -> list[torch.Tensor | None]:
@@ -56,3 +65,26 @@ class Conditioning:
         """Split the batch into n equal parts, in order (the sampler's T steps, conditioned together)."""
         parts = {block: c.chunk(n) for block, c in self.blocks.items()}
         return [Conditioning({block: p[i] for block, p in parts.items()}) for i in range(n)]
+
+
+def stacked_conditioning(blocks: list[nn.Module], temb: torch.Tensor | None, zemb: torch.Tensor) -> Conditioning:
+    """What `Conditioning({m: m.conditioning(temb, zemb) for m in blocks})` holds, in two matrix products: every
+    block's time projection from act(temb), and every AdaGN style from zemb. The same numbers up to the rounding of
+    the matrix products' accumulation order; each block's share is a view (columns) of the stacked product."""
+    styles = _stacked_linear([s for m in blocks for s in (m.norm_in.style, m.norm_out.style)], zemb)
+    biases = [None] * len(blocks) if temb is None else _stacked_linear([m.temb_proj for m in blocks], F.silu(temb))
+    return Conditioning(
+        {
+            m: BlockConditioning(bias, styles[2 * i], styles[2 * i + 1])
+            for i, (m, bias) in enumerate(zip(blocks, biases))
+        }
+    )
+
+
+def _stacked_linear(linears: list[nn.Linear], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """[linear(x) for linear in linears] as one fp32 product (as `ConditioningLinear`), split by output."""
+    weight = torch.cat([lin.weight for lin in linears])
+    bias = torch.cat([lin.bias for lin in linears])
+    with torch.autocast(x.device.type, enabled=False):
+        out = F.linear(x.float(), weight.float(), bias.float())
+    return out.split([lin.out_features for lin in linears], dim=1)

@@ -72,9 +72,10 @@ class Generator(nn.Module):
         self.cfg = cfg
         self.swap_bands = cfg.band_order != "pywt"
 
-    def conditioning(self, t: torch.Tensor, z: torch.Tensor) -> Conditioning:
-        """The conditioning of steps t (int64 [B]) and latents z [B, nz], for `predict`."""
-        return self.net.conditioning(t, z)
+    def conditioning(self, t: torch.Tensor, z: torch.Tensor, stacked: bool = False) -> Conditioning:
+        """The conditioning of steps t (int64 [B]) and latents z [B, nz], for `predict` (`stacked`: in two matrix
+        products, for GPUs)."""
+        return self.net.conditioning(t, z, stacked)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.predict(x, self.conditioning(t, z))

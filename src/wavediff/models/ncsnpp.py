@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..config import GeneratorConfig
 from ..errors import ConfigError
-from .conditioning import Conditioning
+from .conditioning import Conditioning, stacked_conditioning
 from .layers import SQRT_HALF, AttnBlock, FIRDownsample, OutputHead, ResnetBlock, TimeEmbedding, ZMapping, conv3x3
 
 
@@ -101,10 +101,14 @@ class UNet(nn.Module):
 
     carries_highs = False  # frequency-aware blocks: each encoder down block hands its high bands to a decoder up block
 
-    def conditioning(self, t: torch.Tensor, z: torch.Tensor) -> Conditioning:
-        """Every res block's time bias and AdaGN styles for steps t [B] and latents z [B, nz]."""
+    def conditioning(self, t: torch.Tensor, z: torch.Tensor, stacked: bool = False) -> Conditioning:
+        """Every res block's time bias and AdaGN styles for steps t [B] and latents z [B, nz]; `stacked`: as two
+        matrix products over all blocks (fewer, larger kernels for GPUs: models/conditioning.py)."""
         temb, zemb = self.time_embed(t), self.z_mapping(z)
-        return Conditioning({m: m.conditioning(temb, zemb) for m in self.modules() if isinstance(m, ResnetBlock)})
+        blocks = [m for m in self.modules() if isinstance(m, ResnetBlock)]
+        if stacked:
+            return stacked_conditioning(blocks, temb, zemb)
+        return Conditioning({m: m.conditioning(temb, zemb) for m in blocks})
 
     def predict(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         return unet_forward(self, x, cond)
