@@ -176,7 +176,7 @@ def _nhwc(module) -> bool:
 
 
 def test_compiled_gpu_sampling_defaults_to_nhwc():
-    """Layout by default: NHWC throughout when compiled on a GPU (1.1-1.8x faster there than NCHW on an H100), NCHW
+    """Layout by default: NHWC throughout when compiled on a GPU (1.09-1.8x faster there than NCHW on an H100), NCHW
     eager on a GPU, and on CPUs per batch (not throughout); an explicit --channels-last / --no-channels-last wins."""
     compiled = FastPath(precision="bf16", compile=True)
     assert compiled.nhwc_on("cuda") and compiled.describe("cuda") == "bf16, compile, channels_last"

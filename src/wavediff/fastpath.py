@@ -174,9 +174,9 @@ class FastPath:
     # eager. Eager NHWC was slower (H100, bf16, CUDA graphs, batch 100: cifar10 25.8 against 22.5 ms NCHW, stl10 83.5
     # / 67.0, celeba_256 249 / 178, lsun 495 / 355: layout copies around the ops that lack NHWC kernels); compiled,
     # inductor writes every fused kernel in NHWC and cuDNN skips its own layout transposes (24 of eager celeba_256's
-    # 48 ms of convolution): cifar10 9.1 against 9.9 ms NCHW, stl10 30.2 / 35.8, celeba_256 72.0 / 127.1, lsun
-    # 142.5 / 252.6 (docs/gpu_runs.md). On CPUs NHWC activations for the batches where oneDNN's NHWC convolutions pay
-    # (`nhwc_pays_on_cpu`), with the weights left as they are.
+    # 48 ms of convolution): cifar10 9.1 against 9.9 ms NCHW; stl10 30.2, celeba_256 72.0, lsun 142.5 ms against
+    # NCHW's 35.8, 127.1, 252.6 at an earlier commit (docs/gpu_runs.md). On CPUs NHWC activations for the batches
+    # where oneDNN's NHWC convolutions pay (`nhwc_pays_on_cpu`), with the weights left as they are.
     channels_last: bool | None = None
     # Winograd F(4x4, 3x3) or F(2x2, 3x3) for the fp32 3x3 convolutions of eager CPU sampling (models/winograd.py):
     # the same convolutions in 4x or 2.25x fewer multiplications, images within float rounding of the direct ones
