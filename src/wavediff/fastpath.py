@@ -294,6 +294,8 @@ class SamplerRunner:
         # NHWC activations chosen per batch (channels_last None, eager CPU sampling; inductor picks layouts itself)
         self.nhwc_batches = fast.channels_last is None and self.device.type == "cpu" and not fast.compile
         self.diffusion = VPDiffusion(cfg.diffusion, self.device)
+        # GPUs: every block's conditioning in two matrix products instead of dozens of small kernels
+        self.stacked_conditioning = self.device.type == "cuda"
         # compile the generator's forward, not the T-step loop: the T steps run the same graph, so inductor compiles
         # one network instead of T unrolled copies (tiny preset, 2-core CPU: 38 s against 252 s, same images); the
         # posterior steps between them are a few element-wise ops, and CUDA graphs replay the whole loop anyway
@@ -344,8 +346,8 @@ class SamplerRunner:
         """
         n_steps, batch = zs.shape[:2]
         t = torch.arange(n_steps - 1, -1, -1, device=zs.device).repeat_interleave(batch)  # the rows of zs.flatten
-        stacked = self.device.type == "cuda"  # two matrix products instead of dozens of small kernels
-        per_step = iter(self.generator.conditioning(t, zs.flatten(0, 1), stacked).chunk(n_steps))
+        cond = self.generator.conditioning(t, zs.flatten(0, 1), self.stacked_conditioning)
+        per_step = iter(cond.chunk(n_steps))
         # denoise_steps calls the net once per step, in the order of zs: step k gets its rows of the conditioning
         return self.diffusion.denoise_steps(lambda x, t, z: self._predict(x, next(per_step)), x_T, zs, noises)
 
