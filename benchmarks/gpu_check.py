@@ -53,6 +53,8 @@ SETTING_ENV = {
     "fast+compile+freezing": {"TORCHINDUCTOR_FREEZING": "1"},
     "fast+compile+combo": {"WAVEDIFF_INDUCTOR_OPTIONS": '{"combo_kernels": true}'},
     "fast+compile+aggressive": {"WAVEDIFF_INDUCTOR_OPTIONS": '{"aggressive_fusion": true}'},
+    # GroupNorm of NHWC maps from per-channel statistics (models/layers.py: channelwise_group_norm)
+    "fast+compile+cwgn": {"WAVEDIFF_CHANNELWISE_GN": "1"},
 }
 DEFAULT_STEPS = ("tests", "bench", "side")  # "compile" is a separate call: it needs the budget to itself
 
@@ -126,11 +128,13 @@ def compile_plan(presets: list[str], fast: list[str]) -> list[tuple[str, str, li
     """The compile step's benches, most telling first (each compiles for a minute or two; the budget cuts the tail).
 
     Compiled sampling on a GPU is NHWC by default (H100, 2026-11-27: cifar10 9.1 ms, stl10 30.2, celeba_256 72.0,
-    lsun 142.5; NCHW 9.9 / 35.8 / 127.1 / 252.6). So: every preset as shipped (the targets), cifar10 NCHW (the
-    same-run comparison), cifar10 with four inductor settings, then the rest of the NCHW comparisons.
+    lsun 142.5; NCHW 9.9 / 35.8 / 127.1 / 252.6). So: every preset as shipped (the targets), celeba_256 with the
+    per-channel GroupNorm experiment, cifar10 NCHW (the same-run comparison), cifar10 with four inductor settings,
+    then the rest of the NCHW comparisons.
     """
     compiled, nchw = fast + ["--compile"], fast + ["--compile", "--no-channels-last"]
     first = [(p, "fast+compile", compiled) for p in ("cifar10", "stl10", "celeba_256", "lsun")]
+    first.append(("celeba_256", "fast+compile+cwgn", compiled))  # its largest maps: where GroupNorm costs most
     first.append(("cifar10", "fast+compile+nchw", nchw))
     settings = [  # the last three with SETTING_ENV's variables
         ("cifar10", "fast+autotune", fast + ["--compile-mode", "max-autotune"]),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -256,3 +259,42 @@ def test_stacked_conditioning_equals_the_per_block_projections(changes):
                 if a is not None:
                     torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
         torch.testing.assert_close(G.predict(x, stacked), G.predict(x, plain), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_channelwise_group_norm_equals_group_norm(dtype):
+    """The per-channel-statistics GroupNorm (an experiment for compiled NHWC maps) is GroupNorm: with and without
+    affine parameters, on maps whose mean dwarfs their spread (where E[x^2] - E[x]^2 would cancel)."""
+    from wavediff.models.layers import channelwise_group_norm
+
+    torch.manual_seed(0)
+    x = (torch.randn(3, 32, 5, 7, dtype=torch.float64) * 0.1 + torch.linspace(-50, 50, 32)[None, :, None, None]).to(
+        dtype
+    )
+    weight, bias = torch.randn(32, dtype=torch.float64), torch.randn(32, dtype=torch.float64)
+    tol = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 3e-2}[dtype]
+    for affine in ((None, None), (weight.to(dtype), bias.to(dtype))):
+        expected = torch.nn.functional.group_norm(x.double(), 8, *(p if p is None else p.double() for p in affine))
+        got = channelwise_group_norm(x.to(memory_format=torch.channels_last), 8, *affine, eps=1e-5)
+        assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got.double(), expected, atol=tol, rtol=tol)
+
+
+def test_channelwise_group_norm_is_used_only_when_asked_for_in_compiled_nhwc(monkeypatch):
+    from wavediff.models import layers
+
+    calls = []
+    monkeypatch.setattr(layers, "channelwise_group_norm", lambda *a: calls.append(a) or a[0])
+    x = torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)
+    compiled = torch.compile(lambda x: layers.group_norm(x, 2), backend="eager", fullgraph=True)
+    for flag in (False, True):
+        monkeypatch.setattr(layers, "CHANNELWISE_GN", flag)
+        torch._dynamo.reset()
+        compiled(x), layers.group_norm(x, 2), compiled(x.contiguous())
+        assert len(calls) == int(flag)  # compiled, NHWC, switched on: nothing else
+    # the switch is the environment's (what benchmarks/gpu_check.py sets for a bench process)
+    code = "import wavediff.models.layers as m; print(m.CHANNELWISE_GN)"
+    for value, expected in (("1", "True"), ("0", "False")):
+        env = dict(os.environ, WAVEDIFF_CHANNELWISE_GN=value)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        assert out.stdout.strip() == expected

@@ -93,6 +93,9 @@ def test_gpu_check_compile_step_plans_every_preset_compiled(monkeypatch):
         options = json.loads(gpu_check.SETTING_ENV[setting]["WAVEDIFF_INDUCTOR_OPTIONS"])
         monkeypatch.setenv("WAVEDIFF_INDUCTOR_OPTIONS", json.dumps(options))
         assert extra_inductor_options() == options
+    with_celeba, _ = gpu_check.bench_plan(SimpleNamespace(**{**vars(opts), "presets": ["celeba_256"]}), "compile")
+    assert [s for _, s, _ in with_celeba] == ["fast+compile", "fast+compile+cwgn", "fast+compile+nchw"]
+    assert gpu_check.SETTING_ENV["fast+compile+cwgn"] == {"WAVEDIFF_CHANNELWISE_GN": "1"}
     only_stl10, _ = gpu_check.bench_plan(SimpleNamespace(**{**vars(opts), "presets": ["stl10"]}), "compile")
     assert [s for _, s, _ in only_stl10] == ["fast+compile", "fast+compile+nchw"]
     default, _ = gpu_check.bench_plan(opts, "bench")

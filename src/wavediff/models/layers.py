@@ -12,6 +12,7 @@ checkpoint converter reads it; nothing else depends on it.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn as nn
@@ -107,6 +108,35 @@ def group_count(channels: int) -> int:
 _CL_SMALL_MAP = 1024
 
 
+# Compiled NHWC maps (the GPU's compiled sampler): inductor reduces each group of a channels-last map in NCHW order,
+# so consecutive loads of a reduction lie a whole pixel (C values) apart. `channelwise_group_norm` reduces each
+# channel over the positions instead (neighbouring channels in neighbouring lanes), then combines a group's channels.
+# An experiment until it is timed on a GPU: WAVEDIFF_CHANNELWISE_GN=1 turns it on (benchmarks/gpu_check.py).
+CHANNELWISE_GN = os.environ.get("WAVEDIFF_CHANNELWISE_GN", "0") == "1"
+
+
+def channelwise_group_norm(
+    x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """`F.group_norm` of a 4-D map from per-channel statistics: each channel's mean and variance over the
+    positions, then each group's as their combination (the mean of the means; the mean of the variances plus the
+    variance of the means: exact, no E[x^2] - E[x]^2 cancellation). At least fp32 arithmetic, output in x's dtype."""
+    b, c = x.shape[:2]
+    acc = torch.promote_types(x.dtype, torch.float32)
+    var_c, mean_c = torch.var_mean(x.to(acc), dim=(2, 3), correction=0)  # [B, C]
+    mean_c, var_c = mean_c.view(b, groups, -1), var_c.view(b, groups, -1)
+    mean_g = mean_c.mean(-1, keepdim=True)
+    var_g = (var_c + (mean_c - mean_g).square()).mean(-1, keepdim=True)
+    rstd = torch.rsqrt(var_g + eps)
+    scale = rstd.expand_as(mean_c).reshape(b, c)
+    shift = (-mean_g * rstd).expand_as(mean_c).reshape(b, c)
+    if weight is not None:
+        scale, shift = scale * weight.to(acc), shift * weight.to(acc)
+    if bias is not None:
+        shift = shift + bias.to(acc)
+    return (x.to(acc) * scale[:, :, None, None] + shift[:, :, None, None]).to(x.dtype)
+
+
 def group_norm(
     x: torch.Tensor,
     groups: int,
@@ -114,18 +144,25 @@ def group_norm(
     bias: torch.Tensor | None = None,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """`F.group_norm`, routed through fp32 where PyTorch's bf16 CPU kernel is slow (see above)."""
+    """`F.group_norm`, routed through fp32 where PyTorch's bf16 CPU kernel is slow, and (experiment) through
+    per-channel statistics for compiled NHWC maps (see above)."""
+    if CHANNELWISE_GN and x.dim() == 4 and torch.compiler.is_compiling() and _channels_last(x):
+        return channelwise_group_norm(x, groups, weight, bias, eps)
     if (
         x.dtype == torch.bfloat16
         and x.device.type == "cpu"
         and x.dim() == 4
         and x.shape[2] * x.shape[3] < _CL_SMALL_MAP
-        and not x.is_contiguous()
-        and x.is_contiguous(memory_format=torch.channels_last)
+        and _channels_last(x)
     ):
         weight, bias = (None if p is None else p.float() for p in (weight, bias))
         return F.group_norm(x.float(), groups, weight, bias, eps).to(x.dtype)
     return F.group_norm(x, groups, weight, bias, eps)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """A channels-last map that is not also NCHW-contiguous."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 class GroupNorm(nn.GroupNorm):
