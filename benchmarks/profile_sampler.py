@@ -6,7 +6,8 @@
 
 Random-init weights of the preset's generator (speed does not depend on the weights). Prints the wall time
 of one pass, the time the device spent in kernels (on a GPU: much less than the wall time means the pass is
-bound by kernel launches), and the operators sorted by device time. `--nf` shrinks the base channel count and
+bound by kernel launches) and its split by kind (convolution, normalisation, layout copies ...), and the
+operators sorted by device time. `--nf` shrinks the base channel count and
 keeps everything else: the same operators on tiny tensors, so the pass time is the sampler's fixed per-operator
 cost (Python, dispatch, each library call's setup) rather than its arithmetic.
 """
@@ -28,6 +29,39 @@ from wavediff.models.generator import build_generator  # noqa: E402
 from wavediff.presets import get_preset  # noqa: E402
 from wavediff.runtime import configure_torch  # noqa: E402
 from wavediff.timing import sampler_pass  # noqa: E402
+
+# what a device kernel (or, on a CPU, an operator) does, from its name: the first pattern that it contains
+KINDS = (
+    ("convolution", ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm", "winograd", "nhwckrsc")),
+    ("layout copy", ("nchwtonhwc", "nhwctonchw", "copy_", "clone", "contiguous")),
+    ("normalisation", ("group_norm", "groupnorm", "rowwisemoments", "layer_norm", "var_mean")),
+    ("matrix product", ("gemm", "nvjet", "addmm", "aten::mm", "aten::bmm", "matmul", "cublas", "sm90_xmma_gemm")),
+    ("attention", ("flash", "attention", "fmha", "softmax")),
+    ("concatenation", ("cat",)),
+)
+
+
+def kernel_kind(name: str) -> str:
+    """'convolution', 'layout copy', 'normalisation', 'matrix product', 'attention', 'concatenation', or
+    'element-wise / other' (inductor's fused kernels name every operator they fuse: a fused GroupNorm reduction
+    counts as normalisation, a fused pointwise kernel that also casts or adds as element-wise)."""
+    low = name.lower()
+    if low.startswith("triton_tem"):  # inductor's templates (max-autotune): a convolution or a matrix product
+        return "convolution" if "conv" in low else "matrix product"
+    if low.startswith("triton_"):  # inductor: its reductions are normalisation here, its pointwise kernels not
+        return "normalisation" if low.startswith(("triton_red", "triton_per")) else "element-wise / other"
+    for kind, patterns in KINDS:
+        if any(p in low for p in patterns):
+            return kind
+    return "element-wise / other"
+
+
+def by_kind(events, key: str) -> dict[str, float]:
+    """Self time (s) per `kernel_kind`, largest first, of the profile's leaf events."""
+    totals: dict[str, float] = {}
+    for e in events:
+        totals[kernel_kind(e.key)] = totals.get(kernel_kind(e.key), 0.0) + getattr(e, key) / 1e6
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def main(argv=None) -> None:
@@ -69,16 +103,18 @@ def main(argv=None) -> None:
     events = prof.key_averages()
     if device.type == "cuda":  # kernels only: an operator's self device time is its kernels' time again
         key = "self_device_time_total"
-        busy = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
+        leaves = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     else:
         key = "self_cpu_time_total"
-        busy = sum(e.self_cpu_time_total for e in events) / 1e6
+        leaves = list(events)
+    busy = sum(getattr(e, key) for e in leaves) / 1e6
     params = sum(p.numel() for p in G.parameters()) / 1e6
     print(
         f"{opts.preset} ({params:.2f}M parameters), batch {opts.batch}, {fast.describe(device)} on {device}: ", end=""
     )
     print(f"{wall * 1000:.2f} ms per pass")
     print(f"time in {'kernels' if device.type == 'cuda' else 'operators (self)'}: {busy * 1000:.2f} ms")
+    print("  by kind: " + ", ".join(f"{k} {t * 1000:.2f} ms ({t / busy:.0%})" for k, t in by_kind(leaves, key).items()))
     print(events.table(sort_by=key, row_limit=opts.rows, max_name_column_width=60))
     if opts.trace:
         prof.export_chrome_trace(opts.trace)

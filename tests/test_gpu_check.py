@@ -161,3 +161,29 @@ def test_profile_sampler_runs_on_the_cpu_and_nf_shrinks_only_the_channels(capsys
     (full_params, full), (narrow_params, narrow) = conv_calls([]), conv_calls(["--nf", "8"])
     assert full and full == narrow
     assert narrow_params < full_params / 2
+
+
+def test_profile_sampler_sorts_kernels_by_kind():
+    """The by-kind split of a profile, on kernel names from H100 profiles (cuDNN, cuBLAS, ATen and inductor's)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import profile_sampler
+
+    kinds = {
+        "sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc": "convolution",
+        "void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16>": "layout copy",
+        "void at::native::elementwise_kernel<128, 4, at::native::direct_copy_kernel_cuda>": "layout copy",
+        "void at::native::(anonymous namespace)::RowwiseMomentsCUDAKernel<float>": "normalisation",
+        "void at::native::(anonymous namespace)::CatArrayBatchedCopy<float>": "concatenation",
+        "sm80_xmma_gemm_f32f32_f32f32_f32_tn_n_tilesize32x32x8": "matrix product",
+        "nvjet_sm90_tst_512x64_64x2_2x1_v_bz_coopB_NNN": "matrix product",
+        "triton_red_fused_add_cat_convolution_mul_native_group_norm_3": "normalisation",
+        "triton_poi_fused_convolution_silu_26": "element-wise / other",
+        "triton_tem_fused_convolution_4": "convolution",
+        "triton_tem_fused_addmm_7": "matrix product",
+        "void at::native::vectorized_elementwise_kernel<4, at::native::silu_kernel>": "element-wise / other",
+    }
+    assert {name: profile_sampler.kernel_kind(name) for name in kinds} == kinds
+    events = [SimpleNamespace(key=name, self_device_time_total=1000.0) for name in kinds]
+    totals = profile_sampler.by_kind(events, "self_device_time_total")
+    counts = {kind: list(kinds.values()).count(kind) * 1e-3 for kind in set(kinds.values())}
+    assert totals == pytest.approx(counts) and next(iter(totals)) == "matrix product"  # seconds, largest first
