@@ -60,7 +60,8 @@ def by_kind(events, key: str) -> dict[str, float]:
     """Self time (s) per `kernel_kind`, largest first, of the profile's leaf events."""
     totals: dict[str, float] = {}
     for e in events:
-        totals[kernel_kind(e.key)] = totals.get(kernel_kind(e.key), 0.0) + getattr(e, key) / 1e6
+        kind = kernel_kind(e.key)
+        totals[kind] = totals.get(kind, 0.0) + getattr(e, key) / 1e6
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 

@@ -39,7 +39,7 @@ def dwt(x: torch.Tensor) -> torch.Tensor:
         raise WaveDiffError(
             f"the Haar transform needs even height and width, got {h}x{w}; resize or crop the images to an even size"
         )
-    if _channels_last(x):
+    if is_channels_last(x):
         # Strided views of the block corners keep the channels-last layout (the bf16 sampler's maps): 2-5x
         # faster than gathering through pixel_unshuffle, which returns NCHW and costs every next convolution a
         # layout copy. The same arithmetic, bit for bit.
@@ -62,7 +62,7 @@ def idwt(y: torch.Tensor) -> torch.Tensor:
     b, c4, h, w = y.shape
     ll, p, q, hh = y.reshape(b, 4, c4 // 4, h, w).unbind(1)
     top, bottom, top_diff, bottom_diff = ll + p, ll - p, q + hh, q - hh
-    channels_last = _channels_last(y)
+    channels_last = is_channels_last(y)
     if channels_last and not (y.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling():
         # Without autograd the four block corners are written straight into strided views of a channels-last
         # output: 2-5x faster than stack + pixel_shuffle, which return NCHW and cost every next convolution a
@@ -80,7 +80,7 @@ def idwt(y: torch.Tensor) -> torch.Tensor:
     return out.contiguous(memory_format=torch.channels_last) if channels_last and torch.compiler.is_compiling() else out
 
 
-def _channels_last(x: torch.Tensor) -> bool:
+def is_channels_last(x: torch.Tensor) -> bool:
     """True for a channels-last map that is not also NCHW-contiguous (as any map with 1 channel or 1 pixel is)."""
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..wavelets import is_channels_last
 from .conditioning import BlockConditioning
 from .fir import FIRConv2d, downsample_2d, upsample_2d
 from .packed import conv2d as packed_conv2d
@@ -146,23 +147,18 @@ def group_norm(
 ) -> torch.Tensor:
     """`F.group_norm`, routed through fp32 where PyTorch's bf16 CPU kernel is slow, and (experiment) through
     per-channel statistics for compiled NHWC maps (see above)."""
-    if CHANNELWISE_GN and x.dim() == 4 and torch.compiler.is_compiling() and _channels_last(x):
+    if CHANNELWISE_GN and x.dim() == 4 and torch.compiler.is_compiling() and is_channels_last(x):
         return channelwise_group_norm(x, groups, weight, bias, eps)
     if (
         x.dtype == torch.bfloat16
         and x.device.type == "cpu"
         and x.dim() == 4
         and x.shape[2] * x.shape[3] < _CL_SMALL_MAP
-        and _channels_last(x)
+        and is_channels_last(x)
     ):
         weight, bias = (None if p is None else p.float() for p in (weight, bias))
         return F.group_norm(x.float(), groups, weight, bias, eps).to(x.dtype)
     return F.group_norm(x, groups, weight, bias, eps)
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    """A channels-last map that is not also NCHW-contiguous."""
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 class GroupNorm(nn.GroupNorm):
