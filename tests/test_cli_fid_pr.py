@@ -123,6 +123,13 @@ def test_compute_from_checkpoint_generates_n_images(capsys, env, monkeypatch, tm
     assert calls == [(str(ckpt), list(range(N)), 4, "cpu", "fp32")]
     fid(capsys, env, ckpt, "--seeds", "10-15", "--precision", "bf16")
     assert calls[-1][1] == list(range(10, 16)) and calls[-1][4] == "bf16"
+    # a training run's directory stands for its final generator, as in `wavediff sample`
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    final = run_dir / "checkpoints" / "generator_final.safetensors"
+    final.write_bytes(b"x")
+    assert fid(capsys, env, run_dir, "--n", N)[0] == pytest.approx(folder_value, abs=1e-9)
+    assert calls[-1][0] == str(final)
 
 
 def test_paper_protocol_needs_50k_unless_allowed(capsys, env):

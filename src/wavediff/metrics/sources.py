@@ -87,8 +87,12 @@ def checkpoint_source(
 ) -> ImageSource:
     """Images generated from a checkpoint, one per seed, by `wavediff.sampling.generate_uint8`
     (`preset` or `official_args` describe an authors' checkpoint; `fast`, a FastPath, overrides `precision`)."""
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise DataError(f"checkpoint {path} does not exist")
+    if Path(path).is_dir():  # a training run's directory: its final (else latest) generator, as `sample` reads it
+        from ..checkpoints.io import run_generator
+
+        path = run_generator(path)
 
     def batches(b: int) -> Iterator[np.ndarray]:
         from ..sampling import generate_uint8
