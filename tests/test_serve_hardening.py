@@ -165,6 +165,31 @@ def test_serves_on_the_ipv6_loopback(host):
         assert (status, ctype) == (200, "application/json") and json.loads(body)["checkpoint"] == "stand-in"
 
 
+def test_a_restarted_server_gets_its_port_back_at_once():
+    """The port of a stopped server whose connections linger in TIME_WAIT is free again (a listening one is not:
+    tests/test_serve.py)."""
+    server = bind("127.0.0.1", 0, quiet=True)
+    server.playground = RecordingPlayground()
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET /api/info HTTP/1.0\r\n\r\n")
+            reply = b""
+            while chunk := client.recv(65536):  # until the server closes first: its side goes to TIME_WAIT
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200")
+    finally:
+        server.shutdown()
+        server.server_close()
+    again = bind("127.0.0.1", port, quiet=True)
+    assert again.server_address[1] == port
+    with pytest.raises(ConfigError, match="already in use"):
+        bind("127.0.0.1", port, quiet=True)  # while `again` listens
+    again.server_close()
+
+
 def test_ipv6_errors_stay_one_line():
     ipv6_loopback_or_skip()
     busy = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)

@@ -154,7 +154,10 @@ def _host_port(host: str, port: int) -> str:
 
 class PlaygroundServer(ThreadingHTTPServer):
     daemon_threads = True
-    allow_reuse_address = False  # a busy port must fail, not be shared
+    # SO_REUSEADDR, as every server sets it: a restarted playground gets its port back at once, although the
+    # last connections still hold it in TIME_WAIT for a minute; a port another socket listens on still fails
+    # (EADDRINUSE, on Linux and macOS). On Windows the option would let two servers share a port.
+    allow_reuse_address = sys.platform != "win32"
 
     def __init__(self, address: tuple[str, int], playground: Playground | None = None, quiet: bool = False):
         self.address_family = family_for_host(address[0])  # read by TCPServer.__init__ when it makes the socket
