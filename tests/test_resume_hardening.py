@@ -239,22 +239,43 @@ def test_ctrl_c_during_training_keeps_the_checkpoint_and_says_how_to_resume(imag
     assert train_cli(capsys, *_short_run(images, run, 6), "--resume", "auto")[0] == 0
 
 
-@pytest.mark.slow
-def test_a_real_ctrl_c_with_data_workers_is_one_line(images, tmp_path):
-    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it (data workers included)."""
-    run = tmp_path / "run"
-    args = _short_run(images, run, 400) + ["--set", "data.num_workers=2"]
-    proc = subprocess.Popen(
+def _start_training(args, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "wavediff", "train", *args],
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        # a terminal's Ctrl-C reaches a process whose SIGINT is at its default; a shell's background job (how CI
-        # may start pytest) inherits it ignored, and Python then never raises KeyboardInterrupt
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **popen,
     )
+
+
+def _stop_training(proc: subprocess.Popen, signum: int) -> tuple[str, str]:
+    """Send `signum` to the run's process group; returns (the `interrupted: ...` line, stderr). Before it, stderr
+    may hold only the notice of a signal that arrived during an iteration."""
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    os.killpg(proc.pid, signum)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"still running 60 s after signal {signum}")
+    lines = [line for line in err.strip().splitlines() if line.strip() and "%|" not in line]
+    assert proc.returncode == 128 + signum and "Traceback" not in err, err[-3000:]
+    assert lines[-1].startswith("interrupted: training stopped at step "), err[-3000:]
+    assert all("stopping after this step to save the run" in line for line in lines[:-1]), err[-3000:]
+    return lines[-1], err
+
+
+@pytest.mark.slow
+def test_a_real_ctrl_c_with_data_workers_is_one_line(images, tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it (data workers included)."""
+    run = tmp_path / "run"
+    args = _short_run(images, run, 400) + ["--set", "data.num_workers=2"]
+    # a terminal's Ctrl-C reaches a process whose SIGINT is at its default; a shell's background job (how CI
+    # may start pytest) inherits it ignored, and Python then never raises KeyboardInterrupt
+    proc = _start_training(args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def past_step_4() -> bool:  # any kept state from step 4 on (keep_last prunes each one again within ~10 steps)
         return any(int(p.stem.split("_")[1]) >= 4 for p in (run / "checkpoints").glob("state_*.pt"))
@@ -262,18 +283,40 @@ def test_a_real_ctrl_c_with_data_workers_is_one_line(images, tmp_path):
     deadline = time.monotonic() + 120
     while not past_step_4() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("still running 60 s after Ctrl-C")
-    lines = [line for line in err.strip().splitlines() if line.strip() and "%|" not in line]
-    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("interrupted: training stopped at step "), err[-3000:]
-    assert "is intact" in lines[0] and "--resume auto" in lines[0]
+    line, _ = _stop_training(proc, signal.SIGINT)
+    assert "(Ctrl-C); its state there is saved as" in line and "--resume auto" in line
     states = sorted((run / "checkpoints").glob("state_*.pt"))
     assert states and not list((run / "checkpoints").glob(".*.tmp"))
-    torch.load(states[-1], weights_only=True)  # the last one is whole
-    assert states[-1].name in lines[0]
+    step = int(line.split("at step ")[1].split()[0])
+    assert torch.load(states[-1], weights_only=True)["step"] == step  # saved at the stop, and whole
+    assert states[-1].name in line
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_whole_step_saves_it_and_resumes_from_it(images, tmp_path):
+    """SIGTERM to every process of the run (as Slurm sends it; `timeout` and `docker stop` signal the main one)."""
+    run = tmp_path / "run"
+    args = _short_run(images, run, 5000) + ["--checkpoint-every", "5000", "--set", "data.num_workers=2"]
+    proc = _start_training(args)
+    deadline = time.monotonic() + 120
+    while not (run / "log.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(2.0)  # some steps, and no checkpoint: the one saved is the stop's
+    line, _ = _stop_training(proc, signal.SIGTERM)
+    assert "(SIGTERM)" in line
+    step = int(line.split("at step ")[1].split()[0])
+    assert 0 < step < 5000 and f"state_{step:07d}.pt" in line
+    assert [p.name for p in (run / "checkpoints").glob("state_*.pt")] == [f"state_{step:07d}.pt"]
+    assert torch.load(run / "checkpoints" / f"state_{step:07d}.pt", weights_only=True)["step"] == step
+    last = read_log(run)[-1]
+    assert (last["event"], last["signal"], last["step"]) == ("interrupted", "SIGTERM", step)
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "wavediff", "train", *args, "--steps", str(step + 2), "--resume", "auto"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["step"] for r in read_log(run) if r["event"] == "resume"] == [step]

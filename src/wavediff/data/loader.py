@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -104,4 +106,14 @@ def build_dataloader(
         persistent_workers=persistent_workers and num_workers > 0,
         generator=torch.Generator().manual_seed(seed * 1000 + rank),
         multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
+        worker_init_fn=leave_signals_to_the_main_process if num_workers > 0 else None,
     )
+
+
+def leave_signals_to_the_main_process(_worker_id: int) -> None:
+    """In a data worker: a terminal's Ctrl-C (sent to the whole process group) is the main process's to handle,
+    which stops training at a whole step and saves it (`training/stopping.py`); SIGTERM (Slurm sends it to every
+    process) ends the worker quietly, with status 0, since a worker that a signal kills makes PyTorch raise an
+    error in the main process at once, wherever it is, and the run could not save its state."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))

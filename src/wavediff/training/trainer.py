@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,7 @@ from .state import (
     state_path,
 )
 from .step import Nets, TrainStep
+from .stopping import SIGNAL_NAMES, GracefulStop
 
 ETA_MIN = 1e-5
 SAMPLE_SEEDS = range(64)
@@ -258,6 +260,11 @@ class Trainer:
         if path is None:  # nothing saved yet: start over, but only as the same run
             if config_file.exists():
                 check_same_config(_read_json(config_file), cfg.to_dict(), f"the run in {run_dir}")
+                if self.ctx.is_main:
+                    print(
+                        f"note: the run in {run_dir} stopped before its first checkpoint; it starts again from "
+                        f"step 0 (its log continues after a new 'start' record)"
+                    )
             elif self.ctx.is_main:
                 print(f"note: no training state in {run_dir}; --resume auto starts a new run there")
             return None
@@ -361,25 +368,34 @@ class Trainer:
         self._reset_window()
         self._started = time.perf_counter()
         self.stopped_early = False
+        stop = GracefulStop(defer=not ctx.distributed)
         try:
-            while self.step < self.total_steps:
-                self.loader.sampler.set_epoch(self.epoch)
-                for images in self.loader:
-                    self._iteration(images)
-                    if self.step >= self.total_steps or self._out_of_time():
+            with stop:
+                while self.step < self.total_steps:
+                    self.loader.sampler.set_epoch(self.epoch)
+                    for images in self.loader:
+                        with stop.iteration():
+                            self._iteration(images)
+                        if self.step >= self.total_steps or self._out_of_time():
+                            break
+                    if self.stopped_early:
                         break
-                if self.stopped_early:
-                    break
-            if self.metrics is not None and self.metrics.last_step != self.step:
-                self._measure()  # the final generator is always scored
-            self._finish_checks()
-            final = self._checkpoint(final=True)
-        except KeyboardInterrupt:
-            self._log_quietly("interrupted", step=self.step)
-            raise Interrupted(
-                f"training stopped at step {self.step}; {self._kept()}: continue with the same command "
-                f"and --resume auto (--out {self.run_dir})"
-            ) from None
+                if self.metrics is not None and self.metrics.last_step != self.step:
+                    self._measure()  # the final generator is always scored
+                self._finish_checks()
+                final = self._checkpoint(final=True)
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            # one process, stopped at a whole step: save it (several processes would have to agree on the step)
+            saved = self._save_at_stop() if stop.at_whole_step and not ctx.distributed else None
+            self._log_quietly("interrupted", step=self.step, signal=SIGNAL_NAMES[signum], saved=str(saved or ""))
+            kept = f"its state there is saved as {saved}" if saved else self._kept()
+            stopped = Interrupted(
+                f"training stopped at step {self.step} ({SIGNAL_NAMES[signum]}); {kept}: continue with the same "
+                f"command and --resume auto (--out {self.run_dir})"
+            )
+            stopped.exit_code = 128 + signum  # as the shell reports a process that the signal ended
+            raise stopped from None
         except OutputError as e:
             self._log_quietly("error", step=self.step, message=str(e))
             raise OutputError(
@@ -401,6 +417,21 @@ class Trainer:
         finally:
             self.log.close()
         return final
+
+    def _save_at_stop(self) -> Path | None:
+        """The training state of the current step after a stop: saved now, or the one saved at this very step;
+        None if there is nothing to save or it cannot be saved (a NaN loss, a full disk: `_kept()` then says
+        what is left)."""
+        if self.step == 0:
+            return None
+        existing = state_path(self.run_dir, self.step)
+        if existing.is_file():
+            return existing
+        try:
+            self._checkpoint(final=False)
+        except (WaveDiffError, OSError):
+            return None
+        return existing
 
     def _kept(self) -> str:
         last = latest_state(self.run_dir)
