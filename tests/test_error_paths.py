@@ -165,6 +165,16 @@ CASES: dict[str, tuple[str, str, str | None]] = {
     ),
     "train_dropout": ("train --preset tiny --data {imgs} --out {out}/r --set generator.dropout=2", "dropout", "r"),
     "train_nf_0": ("train --preset tiny --data {imgs} --out {out}/r --set generator.nf=0", "generator.nf=0", "r"),
+    "train_nf_groupnorm": (
+        "train --preset tiny --data {imgs} --out {out}/r --dry-run --set generator.nf=18",
+        "make no network .*GroupNorm",
+        None,
+    ),
+    "train_fourier": (
+        "train --preset tiny --data {imgs} --out {out}/r --set generator.embedding_type=fourier",
+        "embedding_type=fourier embeds log.t.",
+        "r",
+    ),
     "train_T_0": (
         "train --preset tiny --data {imgs} --out {out}/r --set diffusion.num_timesteps=0",
         "num_timesteps",
@@ -185,11 +195,15 @@ CASES: dict[str, tuple[str, str, str | None]] = {
     # data that is not what the preset reads
     "train_cifar_in_images": (
         "train --preset cifar10 --data {imgs} --out {out}/r",
-        "holds image files.*--dataset folder",
+        "holds image files.*train: --dataset folder",
         "r",
     ),
     "train_digits_path": ("train --preset digits --data {out}/nowhere --out {out}/r", "digits dataset is bundled", "r"),
-    "fid_stats_cifar_in_images": ("fid stats {imgs} --preset cifar10 -o {out}/r.npz", "holds image files", "r.npz"),
+    "fid_stats_cifar_in_images": (
+        "fid stats {imgs} --preset cifar10 -o {out}/r.npz",
+        "holds image files.*fid stats: drop --preset",
+        "r.npz",
+    ),
     "train_out_in_data": ("train --preset tiny --data {imgs} --out {imgs}/run", "inside the image folder", None),
     # seeds and outputs of `sample`
     "sample_seed_negative": ("sample {gen} --seeds=-3-5 --out {out}/s", "seeds are integers >= 0", "s"),

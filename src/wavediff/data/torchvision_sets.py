@@ -73,8 +73,9 @@ def _holds_images(root: Path) -> bool:
 def _download(archive: Archive, root: Path) -> None:
     if _holds_images(root):  # never download a dataset into someone's image folder
         raise DataError(
-            f"'{root}' holds image files, not {archive.name}'s; to train on those images add --dataset folder "
-            f"(data.dataset=folder), or give {archive.name} its own directory (it is downloaded there when absent)"
+            f"'{root}' holds image files, not {archive.name}'s; to use those images read it as a folder (train: "
+            f"--dataset folder; fid stats: drop --preset), or give {archive.name} its own directory (it is "
+            f"downloaded there when absent)"
         )
     try:
         fetch_archive(archive, root)

@@ -133,7 +133,29 @@ def validate_config(cfg: ExperimentConfig) -> None:
                 f"train.t_weights={','.join(map(str, tc.t_weights))} must give {T} non-negative weights "
                 f"(one per diffusion step, not all zero); e.g. --set train.t_weights={','.join(['1'] * T)}"
             )
+    if cfg.generator.embedding_type == "fourier":
+        raise ConfigError(
+            "generator.embedding_type=fourier embeds log(t), which is -inf at the first diffusion step (t = 0), so "
+            "training fails at once (the authors' code does the same; their presets all use positional); use "
+            "--set generator.embedding_type=positional"
+        )
     check_stddev_batch(tc.batch_size)
+    _check_buildable(cfg)
+
+
+def _check_buildable(cfg: ExperimentConfig) -> None:
+    """Build both networks on the meta device (no memory, no arithmetic): settings whose channel counts GroupNorm
+    cannot split, and the like, fail here in one line instead of deep inside the run."""
+    try:
+        with torch.device("meta"):
+            build_generator(cfg.generator)
+            build_discriminator(cfg.discriminator)
+    except (ValueError, RuntimeError, AssertionError) as e:
+        raise ConfigError(
+            f"these generator/discriminator settings make no network ({first_line(e, 160)}); channel counts "
+            f"(nf x ch_mult) must split into GroupNorm's min(channels // 4, 32) groups: multiples of 32 always "
+            f"do, e.g. --set generator.nf=64"
+        ) from None
 
 
 def _check_ranges(cfg: ExperimentConfig) -> None:
