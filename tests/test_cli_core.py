@@ -9,7 +9,7 @@ import wavediff
 from conftest import FIXTURES, run_cli
 from wavediff.checkpoints.io import atomic_write, load_generator, save_generator
 from wavediff.cli import main
-from wavediff.errors import CheckpointError
+from wavediff.errors import CheckpointError, ConfigError
 from wavediff.presets import get_preset
 from wavediff.wavelets import reorder_bands
 
@@ -82,6 +82,10 @@ def test_sample_depends_only_on_the_seed(converted, tmp_path, capsys):
     default = tmp_path / "default.npz"
     assert run_cli(capsys, "sample", converted, "--seeds", "4", "--out", default)[0] == 0
     assert np.array_equal(wavediff.sampling.to_uint8(wavediff.sample(G, seeds=[4]))[0], np.load(default)["images"][0])
+    # the API checks seeds as the CLI does: one line, never an empty stack or a seed that wraps around
+    for seeds, message in (([], "no seeds to sample"), ([-1], "seed -1 is out of range"), ([2**63], "out of range")):
+        with pytest.raises(ConfigError, match=message):
+            wavediff.sample(G, seeds=seeds)
 
 
 def test_sample_folder_grid_and_authors_checkpoint(converted, tmp_path, capsys):
@@ -146,3 +150,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(target, fail)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_the_lazy_api_is_listed_for_dir_help_and_tab_completion():
+    names = set(dir(wavediff))
+    assert set(wavediff.__all__) <= names and "__version__" in names
+    assert all(callable(getattr(wavediff, n)) or n == "PRESETS" for n in wavediff.__all__)

@@ -13,7 +13,7 @@ from conftest import FIXTURES, GENERATOR_FIXTURES, REF
 from wavediff import load_official_generator
 from wavediff.checkpoints.official import official_args_to_config, read_official_state_dict
 from wavediff.checkpoints.official_generator import convert_generator_state, official_generator_key_shapes
-from wavediff.errors import CheckpointError
+from wavediff.errors import CheckpointError, ConfigError
 from wavediff.models.generator import build_generator
 from wavediff.presets import get_preset
 from wavediff.wavelets import reorder_bands
@@ -173,3 +173,10 @@ def test_load_official_generator(tmp_path):
     with torch.no_grad():
         out = G(reorder_bands(io["x"], "dwt2d", "pywt"), io["t"], io["z"])
     torch.testing.assert_close(reorder_bands(out, "pywt", "dwt2d"), io["out"], atol=1e-5, rtol=0)
+    # or by the preset it was trained with (the fixture is the `tiny` setting); a preset name where the
+    # arguments go says which keyword it wants
+    by_preset = load_official_generator(FIXTURES / f"{name}_netG.pth", preset="tiny")
+    for a, b in zip(G.state_dict().values(), by_preset.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="is a preset name.*preset='tiny'"):
+        load_official_generator(FIXTURES / f"{name}_netG.pth", "tiny")

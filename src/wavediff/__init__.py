@@ -37,3 +37,7 @@ def __getattr__(name: str):  # lazy: `import wavediff` stays cheap
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
     raise AttributeError(f"module 'wavediff' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # the lazy names too: tab completion, dir() and help() show the API
+    return sorted({*globals(), *_EXPORTS})

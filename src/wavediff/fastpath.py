@@ -406,7 +406,14 @@ class SamplerRunner:
 
     def draw(self, seeds) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_T, zs, noises) for `seeds`, each sample's from a torch.Generator seeded with its seed."""
-        return self.draw_batch(len(seeds), [torch.Generator(self.device).manual_seed(int(s)) for s in seeds])
+        from .sampling import MAX_SEED
+
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ConfigError("no seeds to sample; pass at least one, e.g. seeds=range(16)")
+        if bad := [s for s in seeds if not 0 <= s <= MAX_SEED]:  # manual_seed would wrap -1 around to 2^64 - 1
+            raise ConfigError(f"seed {bad[0]} is out of range; seeds are integers from 0 to 2^63 - 1")
+        return self.draw_batch(len(seeds), [torch.Generator(self.device).manual_seed(s) for s in seeds])
 
     def draw_batch(self, batch: int, generator: Generators = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_T, zs, noises) for `batch` samples from `generator` (one, a list of one per sample, or None)."""

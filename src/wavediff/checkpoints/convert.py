@@ -45,13 +45,19 @@ def load_official_generator_with_config(
 
 
 def load_official_generator(
-    path: str | os.PathLike, official_args: OfficialArgs, device: torch.device | str = "cpu"
+    path: str | os.PathLike,
+    official_args: OfficialArgs | None = None,
+    device: torch.device | str = "cpu",
+    *,
+    preset: str | None = None,
 ) -> nn.Module:
-    """The authors' generator (`netG_<epoch>.pth` or `content.pth`) as our module, eval mode.
+    """The authors' generator (`netG_<epoch>.pth` or `content.pth`) as our module, eval mode, described by
+    exactly one of `official_args` (their training arguments: a dict or a JSON file) or `preset` (the name of
+    the paper setting it was trained with).
 
     It takes and returns canonical band order whatever order it was trained with.
     """
-    return load_official_generator_with_config(path, resolve_official_config(official_args=official_args), device)
+    return load_official_generator_with_config(path, resolve_official_config(preset, official_args), device)
 
 
 def convert_official_checkpoint(

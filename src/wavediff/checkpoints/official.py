@@ -141,6 +141,13 @@ _HOW_TO_WRITE = "pass a JSON object of the authors' training arguments (e.g. fro
 def _load_args_file(path: Path) -> dict[str, Any]:
     """The JSON object in `path`, with one line for a missing, binary, malformed or non-object file."""
     if not path.is_file():
+        from ..presets import PRESETS
+
+        if str(path) in PRESETS:  # `load_official_generator(path, "cifar10")`: a preset meant
+            raise ConfigError(
+                f"'{path}' is a preset name, not an arguments file; pass preset='{path}' "
+                f"(wavediff.load_official_generator(path, preset='{path}'); CLI: --preset {path})"
+            )
         raise ConfigError(f"official arguments file {path} not found; {_HOW_TO_WRITE}")
     try:
         text = path.read_text(encoding="utf-8")
