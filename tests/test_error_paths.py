@@ -254,6 +254,20 @@ def test_error_path_is_one_line(case, files, tmp_path, capsys):
     assert not UNWRITABLE.exists()
 
 
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--precision", "tf32"], "tf32 needs a CUDA device"),
+        (["--winograd", "--precision", "bf16"], "--winograd applies"),
+    ],
+)
+def test_sampler_options_the_device_cannot_run_fail_before_sampling_starts(files, tmp_path, capsys, flags, expected):
+    rc = main(["sample", str(files["gen"]), "--n", "2", "--out", str(tmp_path / "g.png"), "--device", "cpu", *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and expected in err and "%|" not in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_a_gpu_index_this_machine_lacks(files, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -87,7 +87,8 @@ def generate(
     precision: str = "auto",
     fast: FastPath | None = None,
 ) -> Iterator[np.ndarray]:
-    """uint8 batches [b, H, W, 3] for `seeds`, in order. `fast` (if given) overrides `precision`."""
+    """uint8 batches [b, H, W, 3] for `seeds`, in order. `fast` (if given) overrides `precision`. Options the
+    device cannot run are refused here, when it is called, before the first batch is asked for."""
     cfg = config or getattr(generator, "config", None)
     if cfg is None:
         raise ConfigError("generate() needs the experiment config: pass config= or load the generator with wavediff")
@@ -97,10 +98,14 @@ def generate(
     # the full size (the extra rows are dropped) rather than paying a second compile (a CPU: 30-40 s for cifar10)
     # or capture. Its images are then also the full batch's, bit for bit.
     pad = (runner.fast.compile or runner.cuda_graphs) and len(seeds) > batch_size
-    for i in range(0, len(seeds), batch_size):
-        chunk = list(seeds[i : i + batch_size])
-        short = batch_size - len(chunk) if pad else 0
-        yield to_uint8(runner.sample(chunk + chunk[-1:] * short)[: len(chunk)])
+
+    def batches() -> Iterator[np.ndarray]:
+        for i in range(0, len(seeds), batch_size):
+            chunk = list(seeds[i : i + batch_size])
+            short = batch_size - len(chunk) if pad else 0
+            yield to_uint8(runner.sample(chunk + chunk[-1:] * short)[: len(chunk)])
+
+    return batches()
 
 
 def generate_uint8(
@@ -119,4 +124,4 @@ def generate_uint8(
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     generator, cfg = load_any_generator(checkpoint, preset=preset, official_args=official_args, device=dev)
-    yield from generate(generator, list(seeds), batch_size, cfg, dev, precision, fast)
+    return generate(generator, list(seeds), batch_size, cfg, dev, precision, fast)

@@ -76,11 +76,12 @@ def run(args) -> int:
     if not (grid or npz) and rank == 0:
         _note_other_pngs(out, seeds)
     chunks = []
+    fast = fast_from_args(args)
+    batches = generate(generator, my_seeds, args.batch, cfg, device, fast=fast)  # refuses bad options before the bar
     bar = tqdm(total=len(my_seeds), unit="img", desc="sampling", disable=rank != 0)
     done = 0
-    fast = fast_from_args(args)
     try:
-        for batch in generate(generator, my_seeds, args.batch, cfg, device, fast=fast):
+        for batch in batches:
             if grid or npz:
                 chunks.append(batch)
             else:
