@@ -253,3 +253,13 @@ def test_openmp_spin_is_bounded_unless_the_user_chose_one(env, expected, monkeyp
         monkeypatch.setenv(key, value)
     runtime.configure_environment()
     assert os.environ.get("GOMP_SPINCOUNT") == expected
+
+
+def test_quoted_messages_are_cut_at_a_word_with_an_ellipsis():
+    from wavediff.errors import first_line
+
+    e = ValueError("mmap can only be used with files saved with torch.save and _use_new_zipfile_serialization=True")
+    short = first_line(e, 40)
+    assert len(short) <= 40 and short.endswith("...") and e.args[0].startswith(short[:-3])
+    assert short[:-3].endswith("with files")  # a whole word, not "wi"
+    assert first_line(RuntimeError("[x/y.cpp:12] bad\ntrace"), 40) == "bad"

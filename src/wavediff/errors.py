@@ -3,6 +3,22 @@
 The CLI prints `error: <message>` for these and exits non-zero, without a traceback.
 """
 
+from __future__ import annotations
+
+import re
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (for quoting inside ours), without a C++ source location prefix,
+    cut at a word boundary with '...' when longer than `limit`."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    line = re.sub(r"^(\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*)+", "", line)
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 3]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2 :] else cut) + "..."
+
 
 class WaveDiffError(Exception):
     """Base class: bad input from the user, a file, or a checkpoint."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..config import ExperimentConfig
-from ..errors import CheckpointError, OutputError, WaveDiffError
+from ..errors import CheckpointError, OutputError, WaveDiffError, first_line
 from ..outputs import os_error_reason
 
 FORMAT = "wavediff-generator"
@@ -130,7 +130,7 @@ def read_generator_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
             hint = "for the authors' netG_<epoch>.pth run `wavediff convert-official` first"
         else:
             hint = "it may be truncated: copy or download it again"
-        raise CheckpointError(f"{path} is not a readable safetensors file ({str(e)[:120]}); {hint}") from None
+        raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(e, 120)}); {hint}") from None
     if meta.get("format") != FORMAT or "config" not in meta:
         raise CheckpointError(
             f"{path} is a safetensors file but not a wavediff generator (no embedded config); "

@@ -187,8 +187,9 @@ def run(args: argparse.Namespace) -> int:
         validate_config(cfg)
         print(cfg.to_json())
         return 0
+    from ..errors import first_line
     from ..outputs import check_writable
-    from ..training.distributed import PeerLost, first_line, hard_exit, init_distributed, is_peer_failure, shutdown
+    from ..training.distributed import PeerLost, hard_exit, init_distributed, is_peer_failure, shutdown
     from ..training.trainer import train_run
     from . import report
 

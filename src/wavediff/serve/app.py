@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ConfigError, WaveDiffError
+from ..errors import ConfigError, WaveDiffError, first_line
 from .generation import MAX_IMAGES, MAX_SEED, VARY, Playground, Result, bounded_seeds, mosaic, png_bytes
 
 MAX_PENDING = 8  # queued or running generations; more get 503 "busy"
@@ -276,4 +276,4 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(503, {"error": str(e)})
         except Exception as e:  # keep serving; the traceback goes to the server's log
             traceback.print_exc()
-            return self._json(500, {"error": f"internal error ({type(e).__name__}: {str(e)[:200]}); see the log"})
+            return self._json(500, {"error": f"internal error ({type(e).__name__}: {first_line(e, 200)}); see the log"})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from ..devices import resolve_device
-from ..errors import WaveDiffError
+from ..errors import WaveDiffError, first_line
 
 
 class PeerLost(WaveDiffError):
@@ -86,14 +85,6 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
                 f"same torchrun command with the same --rdzv-endpoint, then start them again"
             ) from None
     return DistContext(rank, world, local_rank, dev)
-
-
-def first_line(e: BaseException, limit: int = 160) -> str:
-    """The first line of an exception's message, without a C++ source location prefix, at most `limit` long."""
-    text = str(e).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
-    line = re.sub(r"^(\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*)+", "", line)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def is_peer_failure(e: BaseException) -> bool:

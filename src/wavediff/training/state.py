@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import ExperimentConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, first_line
 
 STATE_FORMAT = "wavediff-train-state"
 STATE_VERSION = 1
@@ -210,7 +210,7 @@ def _damaged_record(path: Path) -> str | None:
                     while f.read(1 << 24):
                         pass
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        return f"{type(e).__name__}: {str(e)[:100]}"
+        return f"{type(e).__name__}: {first_line(e, 100)}"
     return None
 
 

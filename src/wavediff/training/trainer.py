@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -38,13 +39,13 @@ from ..checkpoints.io import atomic_torch_save, atomic_write, remove_stale_tempo
 from ..config import ExperimentConfig
 from ..data import build_dataloader, build_dataset
 from ..diffusion import VPDiffusion
-from ..errors import ConfigError, Interrupted, OutputError, WaveDiffError
+from ..errors import ConfigError, Interrupted, OutputError, WaveDiffError, first_line
 from ..models.discriminator import build_discriminator, check_stddev_batch
 from ..models.generator import build_generator
 from ..runtime import configure_torch, configure_training_device
 from ..sampling import sample, to_uint8
 from ..wavelets import image_to_wavelet
-from .distributed import DistContext, PeerLost, first_line, init_distributed, is_peer_failure
+from .distributed import DistContext, PeerLost, init_distributed, is_peer_failure
 from .ema import EMA
 from .graphs import GraphedTrainStep, check_cuda_graphs
 from .logging import RunLog
@@ -217,7 +218,12 @@ class Trainer:
             dataset,
             tc.batch_size,
             shuffle=True,
-            num_workers=cfg.data.num_workers,
+            # no more workers than usable cores (PyTorch warns past that); the data order and flips do not depend on
+            # the number of workers
+            num_workers=min(
+                cfg.data.num_workers,
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+            ),
             persistent_workers=cfg.data.persistent_workers,
             seed=tc.seed,
             rank=ctx.rank,
