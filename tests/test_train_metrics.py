@@ -103,3 +103,27 @@ def test_train_flags_map_to_config(capsys):
         "w.pth",
     )
     assert get_preset("cifar10").train.metrics_every == 0  # the paper presets train as before
+
+
+def test_training_fid_warns_as_fid_compute_does(tmp_path, capsys):
+    """A reference made with other Inception weights and at another size, and few samples: the warnings of
+    `wavediff fid compute`, before the first step."""
+    from test_metrics import random_fid_inception_weights
+    from wavediff.metrics.stats import save_stats
+
+    random_fid_inception_weights(tmp_path / "w.pth")
+    meta = {"protocol": "lossless", "inception_weights_sha256": "0" * 64, "image_size": [40, 48]}
+    save_stats(tmp_path / "ref.npz", FIDStats(np.zeros(64), np.eye(64), 100, meta))
+    cfg = get_preset("tiny").override(
+        ["train.metrics_every=5", "train.metrics_n=16", f"train.fid_ref={tmp_path / 'ref.npz'}"]
+    )
+    cfg = cfg.override([f"train.inception_weights={tmp_path / 'w.pth'}"])
+    MetricTracker(cfg, tmp_path, torch.device("cpu"), build_feature_space(cfg, torch.device("cpu")))
+    err = capsys.readouterr().err
+    for expected in (
+        "is not the official",
+        "16 images for 64-d features",
+        "Inception weights 000000000000",
+        "image size [40, 48], these samples [32, 32]",
+    ):
+        assert "warning: training FID: " in err and expected in err, err

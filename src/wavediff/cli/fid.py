@@ -180,8 +180,7 @@ def _stats(args) -> int:
     inception = InceptionFeatures(args.inception_weights, device, args.dims)
     stats = fid_stats(source, inception, protocol=args.protocol, batch_size=args.batch, progress="fid stats")
     stats.meta["preset"] = args.preset
-    _warn_unofficial(inception)
-    _warn_few(stats.n, args.dims)
+    _warn(inception, stats.n)
     save_stats(args.output, stats)
     h, w = stats.meta["image_size"]
     print(
@@ -210,9 +209,7 @@ def _compute(args) -> int:
     inception = InceptionFeatures(args.inception_weights, resolve_device(args.device), args.dims)
     stats = fid_stats(source, inception, protocol=args.protocol, batch_size=args.batch, progress="fid")
     value = frechet_distance(stats.mu, stats.sigma, ref.mu, ref.sigma)
-    _warn_unofficial(inception)
-    _warn_few(stats.n, args.dims)
-    _warn_mismatch(ref.meta, stats.meta)
+    _warn(inception, stats.n, ref.meta, stats.meta)
     h, w = stats.meta["image_size"]
     ref_n = ref.n if ref.n is not None else "unknown"
     ref_how = (
@@ -229,29 +226,8 @@ def _compute(args) -> int:
     return 0
 
 
-def _warn_unofficial(inception) -> None:
-    if not inception.official:
-        print(
-            f"warning: {inception.weights} (sha256 {inception.sha256[:12]}) is not the official "
-            f"pt_inception-2015-12-05-6726825d.pth; scores are not comparable to published FIDs",
-            file=sys.stderr,
-        )
+def _warn(inception, n: int, ref_meta: dict | None = None, ours: dict | None = None) -> None:
+    from ..metrics.fid import fid_warnings
 
-
-def _warn_few(n: int, dims: int) -> None:
-    if n <= dims:
-        print(
-            f"warning: {n} images for {dims}-d features: the covariance is singular and the FID unreliable",
-            file=sys.stderr,
-        )
-
-
-def _warn_mismatch(ref: dict, ours: dict) -> None:
-    for key, what in (
-        ("protocol", "protocol"),
-        ("inception_weights_sha256", "Inception weights"),
-        ("image_size", "image size"),
-    ):
-        if key in ref and ref[key] != ours[key]:
-            a, b = (str(v)[:12] if key.endswith("sha256") else v for v in (ref[key], ours[key]))
-            print(f"warning: the reference statistics used {what} {a}, these samples {b}", file=sys.stderr)
+    for message in fid_warnings(inception, n, ref_meta or {}, ours or {}):
+        print(f"warning: {message}", file=sys.stderr)

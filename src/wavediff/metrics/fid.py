@@ -73,3 +73,27 @@ class GaussianStats:
             raise WaveDiffError(f"a covariance needs at least 2 images, got {self.n}")
         mean = self._sum / self.n
         return (self._outer - self.n * np.outer(mean, mean)) / (self.n - 1)
+
+
+def fid_warnings(inception, n: int, ref_meta: dict, ours: dict) -> list[str]:
+    """What makes an FID unreliable or incomparable, one message each (`wavediff fid compute` and training's FID
+    print the same): unofficial Inception weights, too few images for the features' covariance, and a reference
+    made with another protocol, other weights or another image size (`ours`: the same keys as the reference's
+    `meta`: protocol, inception_weights_sha256, image_size)."""
+    found = []
+    if not inception.official:
+        found.append(
+            f"{inception.weights} (sha256 {inception.sha256[:12]}) is not the official "
+            f"pt_inception-2015-12-05-6726825d.pth; scores are not comparable to published FIDs"
+        )
+    if n <= inception.dims:
+        found.append(f"{n} images for {inception.dims}-d features: the covariance is singular and the FID unreliable")
+    for key, what in (
+        ("protocol", "protocol"),
+        ("inception_weights_sha256", "Inception weights"),
+        ("image_size", "image size"),
+    ):
+        if key in ref_meta and key in ours and ref_meta[key] != ours[key]:
+            a, b = (str(v)[:12] if key.endswith("sha256") else v for v in (ref_meta[key], ours[key]))
+            found.append(f"the reference statistics used {what} {a}, these samples {b}")
+    return found

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import torch
 from ..checkpoints.io import atomic_write, save_generator
 from ..config import ExperimentConfig
 from ..errors import ConfigError
-from ..metrics.fid import GaussianStats, frechet_distance
+from ..metrics.fid import GaussianStats, fid_warnings, frechet_distance
 from ..metrics.stats import FIDStats
 from ..sampling import generate
 
@@ -97,6 +98,11 @@ class MetricTracker:
         self.n = cfg.train.metrics_n or space.default_n
         if self.n < 2:
             raise ConfigError(f"train.metrics_n must be at least 2 (a covariance needs 2 samples), got {self.n}")
+        if hasattr(space.extract, "sha256"):  # Inception: what `wavediff fid compute` would warn about, said now
+            size = [cfg.image_size, cfg.image_size]
+            ours = {"protocol": "lossless", "inception_weights_sha256": space.extract.sha256, "image_size": size}
+            for message in fid_warnings(space.extract, self.n, space.reference.meta, ours):
+                print(f"warning: training FID: {message}", file=sys.stderr)
         self.best: float = math.inf
         self.best_step: int = -1
         self.history: list[dict] = []
