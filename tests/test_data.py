@@ -52,6 +52,9 @@ def _cfg(dataset: str, path="", size=16, hflip=False, max_images=0) -> DataConfi
     return DataConfig(dataset=dataset, path=str(path), image_size=size, hflip=hflip, max_images=max_images)
 
 
+REAL_FETCH = torchvision_sets.fetch_archive  # for the one test that downloads, from a local socket
+
+
 @pytest.fixture(autouse=True)
 def _no_download(monkeypatch):
     def refuse(*args, **kwargs):
@@ -345,3 +348,34 @@ def test_distributed_shards_are_disjoint_and_resumable():
     assert _epoch(resumed, 4) == shards[1][1:]
     with pytest.raises(DataError, match="fewer than the batch size 64"):
         build_dataloader(ds, 64, num_workers=0, seed=1)
+
+
+def test_a_stalled_download_stops_with_one_line(tmp_path, monkeypatch, capsys):
+    """A server that accepts the connection and never answers (a stuck proxy): the download gives up after
+    runtime.NETWORK_TIMEOUT_S without data instead of hanging for ever, and says what it was fetching."""
+    import dataclasses
+    import socket
+    import time
+
+    from wavediff import runtime
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/cifar-10-python.tar.gz"
+    monkeypatch.setattr(
+        torchvision_sets, "CIFAR10_ARCHIVE", dataclasses.replace(torchvision_sets.CIFAR10_ARCHIVE, url=url)
+    )
+    monkeypatch.setattr(runtime, "NETWORK_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(torchvision_sets, "fetch_archive", REAL_FETCH)
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    start = time.monotonic()
+    try:
+        with pytest.raises(DataError, match="could not download CIFAR-10.*timed out"):
+            build_dataset(_cfg("cifar10", tmp_path / "cifar", size=32))
+    finally:
+        silent.close()
+    assert time.monotonic() - start < 30
+    assert f"downloading CIFAR-10 from {url}" in capsys.readouterr().out
+    assert socket.getdefaulttimeout() is None  # restored

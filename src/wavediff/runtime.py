@@ -34,8 +34,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import socket
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -92,3 +94,20 @@ def configure_training_device(device) -> None:
 
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+
+NETWORK_TIMEOUT_S = 60.0
+
+
+@contextlib.contextmanager
+def network_timeout(seconds: float | None = None):
+    """Downloads (torchvision's datasets, torch hub's weights) open their connections without a timeout, so a
+    connection that stalls (a proxy or firewall that accepts and never answers) would hang the command silently
+    for ever. Within this block every new socket gives up after `seconds` (default NETWORK_TIMEOUT_S) without
+    data."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(NETWORK_TIMEOUT_S if seconds is None else seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)

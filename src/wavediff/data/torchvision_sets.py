@@ -55,7 +55,11 @@ def fetch_archive(archive: Archive, root: Path) -> None:
     """Download, md5-check and extract `archive` into `root`."""
     from torchvision.datasets.utils import download_and_extract_archive
 
-    download_and_extract_archive(archive.url, str(root), filename=archive.filename, md5=archive.md5)
+    from ..runtime import network_timeout
+
+    print(f"downloading {archive.name} from {archive.url} into {root} (once)", flush=True)
+    with network_timeout():
+        download_and_extract_archive(archive.url, str(root), filename=archive.filename, md5=archive.md5)
 
 
 def _holds_images(root: Path) -> bool:

@@ -50,7 +50,10 @@ def resolve_inception_weights(path: str | Path | None) -> Path:
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(cached))
+            from ..runtime import network_timeout
+
+            with network_timeout():
+                torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(cached))
         except Exception as e:  # no network, proxy, HTTP error: all mean the same to the user
             raise _missing(
                 f"Inception weights not in the torch hub cache ({cached}) and the download failed "
