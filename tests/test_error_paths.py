@@ -347,3 +347,24 @@ def test_sample_and_bench_take_a_run_directory(files, tmp_path, capsys):
     assert main(["bench", str(run), "--runs", "1", "--warmup", "0", "--batch", "2"]) == 0
     G = wavediff.load_generator(run)
     assert G.config.name == wavediff.load_generator(files["gen"]).config.name and not G.training
+
+
+def test_dist_timeout_values(monkeypatch):
+    import argparse
+
+    from wavediff.cli.train import NO_DIST_TIMEOUT_S, check_arguments, dist_timeout_s
+    from wavediff.errors import ConfigError
+
+    def args(value):
+        return argparse.Namespace(steps=None, batch_size=None, checkpoint_every=None, dist_timeout=value)
+
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="--dist-timeout must be a positive number"):
+            check_arguments(args(bad))
+    assert dist_timeout_s(args(float("inf"))) == NO_DIST_TIMEOUT_S  # "no limit", which a timedelta can hold
+    assert dist_timeout_s(args(30.0)) == 30.0
+    monkeypatch.setenv("WAVEDIFF_DIST_TIMEOUT", "nan")
+    with pytest.raises(ConfigError, match="WAVEDIFF_DIST_TIMEOUT='nan'"):
+        dist_timeout_s(args(None))
+    monkeypatch.setenv("WAVEDIFF_DIST_TIMEOUT", "inf")
+    assert dist_timeout_s(args(None)) == NO_DIST_TIMEOUT_S

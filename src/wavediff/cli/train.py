@@ -109,14 +109,17 @@ def check_arguments(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             hint = " (leave it out to train train.num_epoch epochs)" if flag == "steps" else ""
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {value}{hint}")
-    if args.dist_timeout is not None and args.dist_timeout <= 0:
+    if args.dist_timeout is not None and not args.dist_timeout > 0:  # NaN too
         raise ConfigError(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout:g}")
 
 
+NO_DIST_TIMEOUT_S = 365 * 24 * 3600.0  # what `inf` means: PyTorch takes a timedelta, which has no infinity
+
+
 def dist_timeout_s(args: argparse.Namespace) -> float:
-    """--dist-timeout, else $WAVEDIFF_DIST_TIMEOUT, else the default."""
+    """--dist-timeout, else $WAVEDIFF_DIST_TIMEOUT, else the default; inf: a year (no limit in practice)."""
     if args.dist_timeout is not None:
-        return args.dist_timeout
+        return min(args.dist_timeout, NO_DIST_TIMEOUT_S)
     env = os.environ.get("WAVEDIFF_DIST_TIMEOUT", "")
     if not env:
         return DEFAULT_DIST_TIMEOUT_S
@@ -124,9 +127,9 @@ def dist_timeout_s(args: argparse.Namespace) -> float:
         value = float(env)
     except ValueError:
         value = -1.0
-    if value <= 0:
+    if not value > 0:
         raise ConfigError(f"WAVEDIFF_DIST_TIMEOUT={env!r} is not a positive number of seconds; fix or unset it")
-    return value
+    return min(value, NO_DIST_TIMEOUT_S)
 
 
 def resolve_config(args: argparse.Namespace):
