@@ -20,6 +20,7 @@ any number of data workers).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -27,6 +28,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,15 @@ from .stopping import SIGNAL_NAMES, GracefulStop
 ETA_MIN = 1e-5
 SAMPLE_SEEDS = range(64)
 LOSS_NAMES = ("loss_d_real", "loss_d_fake", "r1", "loss_g_adv", "loss_rec")
+
+
+# Buffers (fixed Fourier features, FIR kernels) are equal on every rank: no broadcast before each forward.
+# PyTorch 2.13 renamed the option and warns about the old name at every start.
+NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 def train_run(
@@ -320,8 +331,11 @@ class Trainer:
         if not ctx.distributed:
             return Nets(G, D, G_fast, D_fast, G_fast, D_fast)
         ids = [self.device.index] if self.device.type == "cuda" else None
-        G_sync = DistributedDataParallel(G_fast, device_ids=ids, broadcast_buffers=False)
-        D_sync = DistributedDataParallel(D_fast, device_ids=ids, broadcast_buffers=False)
+        # D's last linear weight is [1, 128]: its gradient arrives with the strides of a transpose, which differ
+        # from the bucket's only in the size-1 dimension (the same memory layout), and DDP warns on every rank
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        G_sync = DistributedDataParallel(G_fast, device_ids=ids, **NO_BUFFER_SYNC)
+        D_sync = DistributedDataParallel(D_fast, device_ids=ids, **NO_BUFFER_SYNC)
         return Nets(G, D, G_fast, D_fast, G_sync, D_sync)
 
     def _seed_rngs(self) -> torch.Generator:
