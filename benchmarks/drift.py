@@ -83,7 +83,7 @@ def quality(cfg, opts):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("checkpoint", nargs="?")
     ap.add_argument("--preset", help="a paper preset with random weights instead of a checkpoint")
     ap.add_argument("--against", choices=sorted(FAST), default="bf16")

@@ -210,6 +210,12 @@ def test_fid_errors_are_one_line(capsys, env, tmp_path):
         capsys, "fid", "stats", env / "a", "-o", tmp_path / "r.npz", "--inception-weights", tmp_path / "missing.pth"
     )
     assert_one_line_error(rc, err, "missing.pth", "github.com/mseitzer/pytorch-fid/releases", "--inception-weights")
+    png = tmp_path / "not_weights.png"
+    write_pngs(tmp_path / "pngs", smooth_images(1, 0, size=16))
+    png.write_bytes(next((tmp_path / "pngs").iterdir()).read_bytes())
+    rc, _, err = run(capsys, "fid", "stats", env / "a", "-o", tmp_path / "r.npz", "--inception-weights", png)
+    assert_one_line_error(rc, err, "not a file of tensors", "pt_inception-2015-12-05")
+    assert "weights_only" not in err  # PyTorch's advice to load it with code execution on is not passed on
 
     np.savez(tmp_path / "ref_2048.npz", mu=np.zeros(2048), sigma=np.eye(2048))
     rc, _, err = run(capsys, "fid", "compute", env / "b", "--ref", tmp_path / "ref_2048.npz", "--dims", 64, *weights)

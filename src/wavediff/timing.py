@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -35,9 +36,13 @@ def time_sampler(
     fast: FastPath | str = "fp32",
     warmup: int = 10,
     runs: int = 300,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict:
-    """Mean/std seconds of one full sampling pass (T generator calls + posterior + x2 + inverse DWT)."""
+    """Mean/std seconds of one full sampling pass (T generator calls + posterior + x2 + inverse DWT).
+    `on_ready` is called once the sampler is built (its options accepted), before the first pass."""
     once = sampler_pass(generator, cfg, batch, device, fast)
+    if on_ready is not None:
+        on_ready()
 
     for _ in range(warmup):
         once()

@@ -51,7 +51,7 @@ def run(args) -> int:
     if args.json:
         from ..outputs import check_writable
 
-        check_writable(args.json)  # before minutes of timing, not after
+        check_writable(args.json, flag="--json")  # before minutes of timing, not after
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,8 +71,10 @@ def run(args) -> int:
         source = args.checkpoint
     batch = args.batch or (25 if cfg.image_size >= 512 else 100)
     fast = fast_from_args(args)
-    print(f"timing {source}: batch {batch}, {args.warmup} warm-up + {args.runs} timed runs ...", flush=True)
-    result = time_sampler(generator, cfg, batch, device, fast, args.warmup, args.runs)
+    banner = f"timing {source}: batch {batch}, {args.warmup} warm-up + {args.runs} timed runs ..."
+    result = time_sampler(
+        generator, cfg, batch, device, fast, args.warmup, args.runs, on_ready=lambda: print(banner, flush=True)
+    )
     print(f"model      {source}: {cfg.image_size}px {cfg.space}, T={cfg.diffusion.num_timesteps}")
     print(
         f"setting    batch {batch}, {describe(fast, device)}, device {result['device']}, torch {torch.__version__}, "

@@ -13,7 +13,7 @@ from unittest import mock
 import numpy as np
 import torch
 
-from ..errors import WaveDiffError
+from ..errors import WaveDiffError, first_line
 
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
@@ -73,9 +73,13 @@ def load_fid_inception(
     try:
         state_dict = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:
+        # PyTorch's own message for a file that is not plain tensors suggests weights_only=False, i.e. running
+        # whatever code the file holds: wrong advice for a file that is not the weights at all
+        why = (
+            "not a file of tensors" if "Weights only load failed" in str(e) else f"{type(e).__name__}: {first_line(e)}"
+        )
         raise WaveDiffError(
-            f"cannot read {weights} as a PyTorch state dict ({type(e).__name__}: {e}); "
-            f"expected {FID_WEIGHTS_NAME} from {FID_WEIGHTS_URL}"
+            f"cannot read {weights} as a PyTorch state dict ({why}); expected {FID_WEIGHTS_NAME} from {FID_WEIGHTS_URL}"
         ) from None
     try:
         with mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: state_dict):
