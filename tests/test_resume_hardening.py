@@ -320,3 +320,16 @@ def test_sigterm_stops_at_a_whole_step_saves_it_and_resumes_from_it(images, tmp_
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [r["step"] for r in read_log(run) if r["event"] == "resume"] == [step]
+
+
+def test_resuming_another_process_count_says_the_global_batch_changed(images, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli(capsys, *_short_run(images, run, 2))[0] == 0
+    path = run / "checkpoints" / "state_0000002.pt"
+    state = torch.load(path, weights_only=True)
+    state["rng"] = state["rng"] * 2  # as two processes save it
+    torch.save(state, path)
+    (run / "checkpoints" / "generator_final.safetensors").unlink()
+    rc, out, _ = train_cli(capsys, *_short_run(images, run, 3), "--resume", "auto")
+    assert rc == 0 and "saved by 2 process(es), this run has 1" in out
+    assert "the global batch is now 8 instead of 16" in out

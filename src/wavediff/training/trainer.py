@@ -369,7 +369,10 @@ class Trainer:
         elif self.ctx.is_main:
             print(
                 f"note: the state was saved by {len(rngs)} process(es), this run has {self.ctx.world_size}; "
-                f"random streams are re-seeded, the data order is re-sharded"
+                f"random streams are re-seeded, the data order is re-sharded, and the global batch is now "
+                f"{self.cfg.train.batch_size * self.ctx.world_size} instead of "
+                f"{self.cfg.train.batch_size * len(rngs)} (train.batch_size is per process; the learning rates "
+                f"stay as they are)"
             )
 
     # ------------------------------------------------------------------ loop
