@@ -174,6 +174,9 @@ def test_lmdb_bad_values_and_paths(tmp_path):
     _write_lmdb(tmp_path / "empty", {})
     with pytest.raises(DataError, match="holds no images"):
         build_dataset(_cfg("celeba_256", tmp_path / "empty"))
+    _write_lmdb(tmp_path / "lsun_like", {bytes(f"{i:040x}", "ascii"): b"x" for i in (10, 11)})
+    with pytest.raises(DataError, match="holds 2 entries but none under the numeric keys.*LSUN"):
+        build_dataset(_cfg("celeba_256", tmp_path / "lsun_like"))
     (tmp_path / "celeba_1024.lmdb").write_bytes(b"not an lmdb file" * 512)
     with pytest.raises(DataError, match="not a readable LMDB database"):
         build_dataset(_cfg("celeba_1024", tmp_path))

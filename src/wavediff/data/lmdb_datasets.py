@@ -117,7 +117,13 @@ class LMDBImageDataset(ImageDataset):
         except _lmdb().Error as e:
             raise DataError(f"'{self.path}' is not a readable LMDB database ({e}); check --data") from None
         if numeric:
-            keys = sorted((k for k in keys if k.isdigit()), key=int)
+            all_keys, keys = len(keys), sorted((k for k in keys if k.isdigit()), key=int)
+            if all_keys and not keys:  # e.g. an LSUN database (hex keys) given to a CelebA-HQ preset
+                raise DataError(
+                    f"LMDB database '{self.path}' holds {all_keys} entries but none under the numeric keys "
+                    f"(b'0', b'1', ...) that this dataset's layout uses; is it another dataset's (LSUN's keys are "
+                    f"hashes)? check --data and --dataset"
+                )
         if not keys:
             raise DataError(f"LMDB database '{self.path}' holds no images; check --data")
         return keys[:limit] if limit > 0 else keys
