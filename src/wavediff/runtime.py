@@ -96,6 +96,11 @@ def configure_training_device(device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under taskset or a batch scheduler)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 NETWORK_TIMEOUT_S = 60.0
 
 

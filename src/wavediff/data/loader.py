@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import DataError
+from ..runtime import usable_cpus
 from .base import ImageDataset, ItemKey
 
 
@@ -81,6 +82,9 @@ def build_dataloader(
     same with 0 or N workers, persistent or not, and after a resume. `persistent_workers`
     (with num_workers > 0) keeps the workers alive from one epoch to the next.
     """
+    # no more workers than usable cores (PyTorch warns past that); the data order and flips do not depend on the
+    # number of workers
+    num_workers = min(num_workers, usable_cpus())
     sampler = ResumableSampler(
         dataset,
         shuffle=shuffle,

@@ -6,7 +6,6 @@ count checks (e.g. the paper's 50,000 samples) fail before hours of work.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +108,7 @@ def dataset_source(preset: str, path: str | Path, limit: int | None = None) -> I
 
     from ..data import build_dataset
     from ..presets import get_preset
+    from ..runtime import usable_cpus
     from ..sampling import to_uint8
 
     cfg = get_preset(preset)
@@ -121,7 +121,7 @@ def dataset_source(preset: str, path: str | Path, limit: int | None = None) -> I
     subset = torch.utils.data.Subset(dataset, range(count))
 
     def batches(b: int) -> Iterator[np.ndarray]:
-        workers = min(cfg.data.num_workers, os.cpu_count() or 1)
+        workers = min(cfg.data.num_workers, usable_cpus())
         loader = torch.utils.data.DataLoader(subset, batch_size=b, shuffle=False, num_workers=workers)
         for item in loader:
             yield to_uint8(item[0] if isinstance(item, (tuple, list)) else item)

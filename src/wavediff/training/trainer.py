@@ -23,7 +23,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -229,12 +228,7 @@ class Trainer:
             dataset,
             tc.batch_size,
             shuffle=True,
-            # no more workers than usable cores (PyTorch warns past that); the data order and flips do not depend on
-            # the number of workers
-            num_workers=min(
-                cfg.data.num_workers,
-                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-            ),
+            num_workers=cfg.data.num_workers,
             persistent_workers=cfg.data.persistent_workers,
             seed=tc.seed,
             rank=ctx.rank,
