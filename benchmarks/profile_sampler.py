@@ -111,7 +111,8 @@ def main(argv=None) -> None:
     busy = sum(getattr(e, key) for e in leaves) / 1e6
     params = sum(p.numel() for p in G.parameters()) / 1e6
     print(
-        f"{opts.preset} ({params:.2f}M parameters), batch {opts.batch}, {fast.describe(device)} on {device}: ", end=""
+        f"{opts.preset} ({params:.2f}M parameters), batch {opts.batch}, {fast.describe(device, G)} on {device}: ",
+        end="",
     )
     print(f"{wall * 1000:.2f} ms per pass")
     print(f"time in {'kernels' if device.type == 'cuda' else 'operators (self)'}: {busy * 1000:.2f} ms")

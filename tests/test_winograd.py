@@ -16,6 +16,8 @@ from wavediff.cli.fastopts import add_fast_arguments, fast_from_args
 from wavediff.errors import ConfigError
 from wavediff.fastpath import FastPath, SamplerRunner
 from wavediff.models import packed, winograd
+from wavediff.models.generator import build_generator
+from wavediff.presets import get_preset
 
 
 @pytest.mark.parametrize("variant", [winograd.F4, winograd.F2], ids=["F4", "F2"])
@@ -166,6 +168,11 @@ def test_where_winograd_applies_and_the_flag(tiny_sampler_net):
     assert not FastPath(precision="fp32").winograd_on("meta")
     assert not FastPath(precision="fp32", winograd=False).winograd_on("cpu")
     assert "winograd" in FastPath(precision="fp32").describe("cpu")
+    # named only where the model has a layer wide enough for it: cifar10's has, the tiny preset's has not
+    with torch.device("meta"):
+        wide = build_generator(get_preset("cifar10").generator)
+    assert winograd.has_candidates(wide) and FastPath(precision="fp32").describe("cpu", wide) == "fp32, winograd"
+    assert not winograd.has_candidates(G) and FastPath(precision="fp32").describe("cpu", G) == "fp32"
     for fast, device in [
         (FastPath(precision="bf16", winograd=True), "cpu"),
         (FastPath(precision="fp32", compile=True, winograd=True), "cpu"),
@@ -202,7 +209,7 @@ def test_the_cli_times_both_and_refuses_winograd_where_it_cannot_apply(capsys):
     code, out, _ = run_cli(
         capsys, "bench", "--preset", "tiny", "--batch", 2, "--runs", 1, "--warmup", 0, "--precision", "fp32"
     )
-    assert code == 0 and "batch 2, fp32, winograd, device cpu" in out
+    assert code == 0 and "batch 2, fp32, device cpu" in out  # the tiny preset is too narrow for it: not named
     code, out, _ = run_cli(
         capsys,
         "bench",

@@ -47,6 +47,7 @@ import torch.nn as nn
 from .config import ExperimentConfig
 from .diffusion import Generators, VPDiffusion, randn
 from .errors import ConfigError
+from .models import winograd
 from .models.packed import pack_convolutions, packing_available, version
 from .wavelets import wavelet_to_image
 
@@ -206,15 +207,17 @@ class FastPath:
         """Whether the sampler replays CUDA graphs on `device` (cuda_graphs None: on CUDA devices)."""
         return torch.device(device).type == "cuda" if self.cuda_graphs is None else self.cuda_graphs
 
-    def describe(self, device: torch.device | str) -> str:
-        """e.g. "bf16" or "fp32, compile, cuda_graphs, channels_last"."""
+    def describe(self, device: torch.device | str, generator: nn.Module | None = None) -> str:
+        """e.g. "bf16" or "fp32, compile, cuda_graphs, channels_last" ("winograd" only where `generator`, when
+        given, has a layer wide enough for it)."""
         compiled = "compile" if self.compile_mode == "default" else f"compile ({self.compile_mode})"
         on = [
             (compiled, self.compile),
             ("cuda_graphs", self.graphs_on(device)),
             ("channels_last", self.nhwc_on(device)),
         ]
-        on.append(("winograd", self.winograd_on(device)))
+        wide = generator is None or winograd.has_candidates(generator)
+        on.append(("winograd", self.winograd_on(device) and wide))
         return ", ".join([resolve_precision(self.precision, device), *(name for name, flag in on if flag)])
 
 

@@ -76,8 +76,9 @@ def run(args) -> int:
         generator, cfg, batch, device, fast, args.warmup, args.runs, on_ready=lambda: print(banner, flush=True)
     )
     print(f"model      {source}: {cfg.image_size}px {cfg.space}, T={cfg.diffusion.num_timesteps}")
+    setting = describe(fast, device, generator)
     print(
-        f"setting    batch {batch}, {describe(fast, device)}, device {result['device']}, torch {torch.__version__}, "
+        f"setting    batch {batch}, {setting}, device {result['device']}, torch {torch.__version__}, "
         f"{args.warmup} warm-up + {args.runs} timed runs ({result['clock']})"
     )
     print(f"time/batch {result['mean']:.4f} s +- {result['std']:.4f} s  ({batch / result['mean']:.1f} images/s)")
@@ -87,6 +88,6 @@ def run(args) -> int:
         from ..checkpoints.io import atomic_write
 
         report = dict(result, model=source, preset=cfg.name, batch=batch)
-        report.update(setting=describe(fast, device), torch=torch.__version__, warmup=args.warmup, runs=args.runs)
+        report.update(setting=setting, torch=torch.__version__, warmup=args.warmup, runs=args.runs)
         atomic_write(args.json, lambda tmp: open(tmp, "w").write(json.dumps(report, indent=1)))
     return 0

@@ -74,5 +74,5 @@ def fast_from_args(args):
     )
 
 
-def describe(fast, device) -> str:
-    return fast.describe(device)
+def describe(fast, device, generator=None) -> str:
+    return fast.describe(device, generator)

@@ -101,7 +101,7 @@ def run(args) -> int:
     if rank == 0:
         print(
             f"wrote {len(seeds)} samples ({cfg.image_size}px, T={cfg.diffusion.num_timesteps}, "
-            f"{describe(fast, device)}, {device}) to {out}"
+            f"{describe(fast, device, generator)}, {device}) to {out}"
         )
     return 0
 

@@ -127,6 +127,22 @@ def applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, gr
     )
 
 
+def has_candidates(module: torch.nn.Module) -> bool:
+    """Whether `module` holds a 3x3 convolution wide enough for either variant (at least `MIN_CHANNELS` in and
+    out, stride 1, padding 1): a narrower model (the tiny and digits presets) never runs Winograd, whatever the
+    batch."""
+    return any(
+        isinstance(m, torch.nn.Conv2d)
+        and tuple(m.kernel_size) == (3, 3)
+        and tuple(m.stride) == (1, 1)
+        and tuple(m.padding) == (1, 1)
+        and tuple(m.dilation) == (1, 1)
+        and m.groups == 1
+        and min(m.in_channels, m.out_channels) >= MIN_CHANNELS
+        for m in module.modules()
+    )
+
+
 def tiles(x: torch.Tensor, tile: int) -> int:
     """Output tiles of side `tile` in the batch (0 where the maps are smaller than one tile)."""
     n, _, h, w = x.shape
