@@ -368,3 +368,15 @@ def test_dist_timeout_values(monkeypatch):
         dist_timeout_s(args(None))
     monkeypatch.setenv("WAVEDIFF_DIST_TIMEOUT", "inf")
     assert dist_timeout_s(args(None)) == NO_DIST_TIMEOUT_S
+
+
+def test_an_error_in_a_process_torchrun_started_names_its_rank(capsys, monkeypatch, tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    assert main(["sample", str(missing), "--n", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error (rank 2): ") and str(missing) in err
+    monkeypatch.setenv("RANK", "0")  # rank 0 reports as a single process does
+    assert main(["sample", str(missing), "--n", "1", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

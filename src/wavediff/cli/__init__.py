@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import Interrupted, WaveDiffError
@@ -56,10 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except WaveDiffError as e:
-        return report(e)
+        return report(e, _rank_suffix())
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _rank_suffix() -> str:
+    """ " (rank 2)" in a process torchrun started other than rank 0: every process reports its own error, and the
+    lines say which is which (the training loop does the same once its process group exists)."""
+    rank = os.environ.get("RANK", "0")
+    return "" if rank in ("", "0") or os.environ.get("WORLD_SIZE", "1") == "1" else f" (rank {rank})"
 
 
 def report(e: WaveDiffError, prefix: str = "") -> int:
