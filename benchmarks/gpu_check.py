@@ -55,6 +55,9 @@ SETTING_ENV = {
     "fast+compile+aggressive": {"WAVEDIFF_INDUCTOR_OPTIONS": '{"aggressive_fusion": true}'},
     # GroupNorm of NHWC maps from per-channel statistics (models/layers.py: channelwise_group_norm)
     "fast+compile+cwgn": {"WAVEDIFF_CHANNELWISE_GN": "1"},
+    # block sizes of the Triton kernels tuned per kernel (the part of max-autotune that leaves the convolutions to
+    # cuDNN): celeba_256's time is in its normalisation and element-wise kernels on 128x128 maps
+    "fast+compile+cdt": {"WAVEDIFF_INDUCTOR_OPTIONS": '{"coordinate_descent_tuning": true}'},
 }
 DEFAULT_STEPS = ("tests", "bench", "side")  # "compile" is a separate call: it needs the budget to itself
 
@@ -129,12 +132,13 @@ def compile_plan(presets: list[str], fast: list[str]) -> list[tuple[str, str, li
 
     Compiled sampling on a GPU is NHWC by default (H100, 2026-11-27: cifar10 9.1 ms, stl10 30.2, celeba_256 72.0,
     lsun 142.5; NCHW 9.9 / 35.8 / 127.1 / 252.6). So: every preset as shipped (the targets), celeba_256 with the
-    per-channel GroupNorm experiment, cifar10 NCHW (the same-run comparison), cifar10 with four inductor settings,
-    then the rest of the NCHW comparisons.
+    per-channel GroupNorm experiment and with tuned Triton block sizes, cifar10 NCHW (the same-run comparison),
+    cifar10 with four inductor settings, then the rest of the NCHW comparisons.
     """
     compiled, nchw = fast + ["--compile"], fast + ["--compile", "--no-channels-last"]
     first = [(p, "fast+compile", compiled) for p in ("cifar10", "stl10", "celeba_256", "lsun")]
     first.append(("celeba_256", "fast+compile+cwgn", compiled))  # its largest maps: where GroupNorm costs most
+    first.append(("celeba_256", "fast+compile+cdt", compiled))
     first.append(("cifar10", "fast+compile+nchw", nchw))
     settings = [  # the last three with SETTING_ENV's variables
         ("cifar10", "fast+autotune", fast + ["--compile-mode", "max-autotune"]),

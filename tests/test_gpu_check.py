@@ -94,8 +94,16 @@ def test_gpu_check_compile_step_plans_every_preset_compiled(monkeypatch):
         monkeypatch.setenv("WAVEDIFF_INDUCTOR_OPTIONS", json.dumps(options))
         assert extra_inductor_options() == options
     with_celeba, _ = gpu_check.bench_plan(SimpleNamespace(**{**vars(opts), "presets": ["celeba_256"]}), "compile")
-    assert [s for _, s, _ in with_celeba] == ["fast+compile", "fast+compile+cwgn", "fast+compile+nchw"]
+    assert [s for _, s, _ in with_celeba] == [
+        "fast+compile",
+        "fast+compile+cwgn",
+        "fast+compile+cdt",
+        "fast+compile+nchw",
+    ]
     assert gpu_check.SETTING_ENV["fast+compile+cwgn"] == {"WAVEDIFF_CHANNELWISE_GN": "1"}
+    cdt = json.loads(gpu_check.SETTING_ENV["fast+compile+cdt"]["WAVEDIFF_INDUCTOR_OPTIONS"])
+    monkeypatch.setenv("WAVEDIFF_INDUCTOR_OPTIONS", json.dumps(cdt))
+    assert extra_inductor_options() == cdt == {"coordinate_descent_tuning": True}
     only_stl10, _ = gpu_check.bench_plan(SimpleNamespace(**{**vars(opts), "presets": ["stl10"]}), "compile")
     assert [s for _, s, _ in only_stl10] == ["fast+compile", "fast+compile+nchw"]
     default, _ = gpu_check.bench_plan(opts, "bench")
