@@ -58,9 +58,12 @@ def test_convert_bad_files_is_one_line(tmp_path, capsys, content):
 
 
 def test_convert_needs_exactly_one_description(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["convert-official", str(NETG), "-o", str(tmp_path / "x.safetensors")])
+    code, _, err = run_cli(capsys, "convert-official", NETG, "-o", tmp_path / "x.safetensors")
+    assert code == 2 and "give --preset NAME or --official-args ARGS.json" in err  # a netG_*.pth carries none
+    with pytest.raises(SystemExit) as e:  # both: argparse refuses
+        main(["convert-official", str(NETG), "--preset", "tiny", "--official-args", str(ARGS), "-o", "x.safetensors"])
     assert e.value.code == 2
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_sample_depends_only_on_the_seed(converted, tmp_path, capsys):

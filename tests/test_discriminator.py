@@ -104,7 +104,7 @@ def test_load_official_discriminator_netD_and_content(tmp_path):
     io = _fixture_io(name)
     x_t, t, x_tp1 = _to_canonical(io["x_t_B2"]), io["t_B2"], _to_canonical(io["x_tp1_B2"])
     model = load_official_discriminator(FIXTURES / f"{name}_netD.pth", args)
-    assert not model.training
+    assert not model.training and not any(p.requires_grad for p in model.parameters())  # frozen, as the generator
     with torch.no_grad():
         torch.testing.assert_close(model(x_t, t, x_tp1), io["out_B2"], rtol=1e-5, atol=1e-4)
     raw = torch.load(FIXTURES / f"{name}_netD.pth", weights_only=True)

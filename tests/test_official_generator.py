@@ -180,3 +180,70 @@ def test_load_official_generator(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="is a preset name.*preset='tiny'"):
         load_official_generator(FIXTURES / f"{name}_netG.pth", "tiny")
+
+
+def _authors_content_pth(path, name="tiny_wavelet"):
+    """A `content.pth` as the authors' train_wddgan.py saves it: their argparse Namespace (with image_size replaced
+    by current_resolution and the launcher's fields added, as their script does before saving), G and D state
+    dicts, Adam and cosine-schedule state dicts."""
+    import argparse
+
+    from wavediff.checkpoints.official import OFFICIAL_DEFAULTS
+
+    given = {k: v for k, v in json.loads((FIXTURES / f"{name}_config.json").read_text()).items() if k[0] != "_"}
+    args = argparse.Namespace(**{**OFFICIAL_DEFAULTS, **given})
+    args.ori_image_size, args.image_size = args.image_size, args.current_resolution
+    args.world_size, args.local_rank, args.global_rank = 1, 0, 0
+    netG = read_official_state_dict(FIXTURES / f"{name}_netG.pth")
+    params = [torch.nn.Parameter(torch.randn(3, 2))]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    params[0].sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 10, eta_min=1e-5)
+    content = {"epoch": 3, "global_step": 30, "args": args, "netG_dict": netG, "optimizerG": opt.state_dict()}
+    content |= {"schedulerG": sched.state_dict(), "netD_dict": {"t_embed.main.1.weight": torch.zeros(2, 2)}}
+    content |= {"optimizerD": opt.state_dict(), "schedulerD": sched.state_dict()}
+    torch.save(content, path)
+    return path
+
+
+def test_the_authors_content_pth_loads_with_the_arguments_it_carries(tmp_path, capsys):
+    from conftest import run_cli
+    from wavediff import load_generator
+
+    content = _authors_content_pth(tmp_path / "content.pth")
+    io = torch.load(FIXTURES / "tiny_wavelet_io.pt", weights_only=True)
+    expected = load_official_generator(FIXTURES / "tiny_wavelet_netG.pth", FIXTURES / "tiny_wavelet_config.json")
+    G = load_official_generator(content)  # no arguments or preset: they are inside
+    assert G.config.image_size == 32 and G.config.generator.band_order == "dwt2d"
+    for a, b in zip(G.state_dict().values(), expected.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        out = G(reorder_bands(io["x"], "dwt2d", "pywt"), io["t"], io["z"])
+    torch.testing.assert_close(reorder_bands(out, "pywt", "dwt2d"), io["out"], atol=1e-5, rtol=0)
+    # the CLI: convert and sample without --preset / --official-args
+    code, out_text, err = run_cli(capsys, "convert-official", content, "-o", tmp_path / "c.safetensors")
+    assert code == 0 and "32px wavelet space" in out_text, err
+    converted = load_generator(tmp_path / "c.safetensors").state_dict()
+    assert converted.keys() == G.state_dict().keys()
+    assert all(torch.equal(converted[k], v) for k, v in G.state_dict().items())
+    code, _, err = run_cli(capsys, "sample", content, "--n", 1, "--out", tmp_path / "one.png")
+    assert code == 0 and (tmp_path / "one.png").exists(), err
+    # a netG_<epoch>.pth carries no arguments: still one line asking for them
+    with pytest.raises(ConfigError, match="only their content.pth carries"):
+        load_official_generator(FIXTURES / "tiny_wavelet_netG.pth")
+    # our own file given to the authors' loader
+    with pytest.raises(CheckpointError, match="already a wavediff checkpoint.*load_generator"):
+        load_official_generator(tmp_path / "c.safetensors")
+
+
+def test_a_pickle_with_other_python_objects_is_refused_in_one_plain_line(tmp_path):
+    import fractions
+
+    odd = tmp_path / "odd.pth"
+    torch.save({"netG_dict": {"w": torch.zeros(1)}, "args": fractions.Fraction(1, 3)}, odd)
+    with pytest.raises(CheckpointError) as info:
+        read_official_state_dict(odd)
+    message = str(info.value)
+    assert "holds Python objects other than tensors" in message and "fractions.Fraction" in message
+    assert "\x1b[" not in message and "download it again" not in message

@@ -11,7 +11,7 @@ import re
 def first_line(e: BaseException, limit: int = 160) -> str:
     """The first line of an exception's message (for quoting inside ours), without a C++ source location prefix,
     cut at a word boundary with '...' when longer than `limit`."""
-    text = str(e).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # no terminal colour codes (torch.load's advice has them)
     line = text.splitlines()[0] if text else type(e).__name__
     line = re.sub(r"^(\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*)+", "", line)
     if len(line) <= limit:

@@ -14,18 +14,40 @@ from ..config import ExperimentConfig
 from ..errors import CheckpointError, ConfigError
 from ..presets import get_preset
 from .io import FORMAT, load_generator_checkpoint, load_state_strict, run_generator, save_generator
-from .official import official_args_to_config, read_official_state_dict, require_ch_mult
+from .official import (
+    ForeignObjectsError,
+    load_official_file,
+    official_args_in,
+    official_args_to_config,
+    read_official_state_dict,
+    require_ch_mult,
+)
 
 OfficialArgs = Mapping[str, Any] | str | os.PathLike
 
 
-def resolve_official_config(preset: str | None = None, official_args: OfficialArgs | None = None) -> ExperimentConfig:
-    """The config of a released checkpoint, from a preset name or the authors' arguments (exactly one)."""
-    if (preset is None) == (official_args is None):
-        raise ConfigError(
-            "give exactly one of --preset NAME or --official-args ARGS.json to describe the authors' checkpoint"
-        )
-    cfg = get_preset(preset) if preset is not None else official_args_to_config(official_args)
+def describe_official(
+    preset: str | None = None, official_args: OfficialArgs | None = None, path: str | os.PathLike | None = None
+) -> ExperimentConfig:
+    """The config of a released checkpoint, from a preset name or the authors' arguments (exactly one); with neither,
+    from the arguments the authors' `content.pth` at `path` carries."""
+    if preset is not None and official_args is not None:
+        raise ConfigError("give one of --preset NAME or --official-args ARGS.json, not both")
+    if preset is None and official_args is None:
+        official_args = official_args_in(path) if path is not None else None
+        if official_args is None:
+            raise ConfigError(
+                "give --preset NAME or --official-args ARGS.json to describe the authors' checkpoint (only their "
+                "content.pth carries its own training arguments)"
+            )
+    return get_preset(preset) if preset is not None else official_args_to_config(official_args)
+
+
+def resolve_official_config(
+    preset: str | None = None, official_args: OfficialArgs | None = None, path: str | os.PathLike | None = None
+) -> ExperimentConfig:
+    """`describe_official`, for a generator (which needs the authors' ch_mult)."""
+    cfg = describe_official(preset, official_args, path)
     require_ch_mult(cfg)
     return cfg
 
@@ -53,11 +75,16 @@ def load_official_generator(
 ) -> nn.Module:
     """The authors' generator (`netG_<epoch>.pth` or `content.pth`) as our module, eval mode, described by
     exactly one of `official_args` (their training arguments: a dict or a JSON file) or `preset` (the name of
-    the paper setting it was trained with).
+    the paper setting it was trained with); a `content.pth` carries their arguments, so it needs neither.
 
     It takes and returns canonical band order whatever order it was trained with.
     """
-    return load_official_generator_with_config(path, resolve_official_config(preset, official_args), device)
+    if is_wavediff_checkpoint(path):
+        raise CheckpointError(
+            f"{path} is already a wavediff checkpoint that holds its own config; load it with "
+            f"wavediff.load_generator({str(path)!r})"
+        )
+    return load_official_generator_with_config(path, resolve_official_config(preset, official_args, path), device)
 
 
 def convert_official_checkpoint(
@@ -73,7 +100,7 @@ def convert_official_checkpoint(
             f"{path} is already a wavediff checkpoint (converted or trained) that holds its own config; "
             f"there is nothing to convert: use it directly, e.g. `wavediff sample {path}`"
         )
-    cfg = resolve_official_config(preset, official_args)
+    cfg = resolve_official_config(preset, official_args, path)
     generator = load_official_generator_with_config(path, cfg)
     n_params = sum(p.numel() for p in generator.parameters())
     out = save_generator(out, generator, cfg, meta={"converted_from": Path(path).name})
@@ -94,7 +121,7 @@ def load_any_generator(
         if not ours:
             raise ConfigError(f"{path} is a directory; --preset and --official-args describe one of the authors' files")
         path = run_generator(path)
-    if str(path).endswith(".safetensors") and ours:
+    if ours and (str(path).endswith(".safetensors") or is_wavediff_checkpoint(path)):  # ours, whatever its name
         ckpt = load_generator_checkpoint(path, device)
         return ckpt.generator, ckpt.config
     if not Path(path).is_file():
@@ -104,6 +131,10 @@ def load_any_generator(
         )
     if ours:
         _refuse_training_state(path)
+        embedded = official_args_in(path)
+        if embedded is not None:  # the authors' content.pth: their arguments are inside
+            cfg = resolve_official_config(official_args=embedded)
+            return load_official_generator_with_config(path, cfg, device), cfg
         raise ConfigError(
             f"{path} looks like the authors' checkpoint: add --preset NAME or --official-args "
             f"ARGS.json (or convert it once with `wavediff convert-official`)"
@@ -114,7 +145,7 @@ def load_any_generator(
             f"{path} is already a wavediff checkpoint that describes itself (its config is inside); "
             f"drop --preset/--official-args"
         )
-    cfg = resolve_official_config(preset, official_args)
+    cfg = resolve_official_config(preset, official_args, path)
     return load_official_generator_with_config(path, cfg, device), cfg
 
 
@@ -133,10 +164,12 @@ def _refuse_training_state(path: str | os.PathLike) -> None:
     """One line when the file given where a generator is expected is a wavediff training state (state_*.pt) or no
     PyTorch file at all."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - not a PyTorch file at all
+        obj = load_official_file(Path(path), mmap=True)
+    except ForeignObjectsError:
+        raise
+    except CheckpointError:  # not a PyTorch file at all
         raise CheckpointError(
-            f"{path} is not a checkpoint ({type(e).__name__}: neither a .safetensors file nor a PyTorch file); pass "
+            f"{path} is not a checkpoint (neither a wavediff .safetensors file nor a PyTorch file); pass "
             f"a generator_*.safetensors of `wavediff train`, a run directory, or the authors' netG_*.pth with --preset"
         ) from None
     if isinstance(obj, dict) and obj.get("format") == "wavediff-train-state":

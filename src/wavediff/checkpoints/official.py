@@ -12,9 +12,11 @@ true/false (the string "false" would be truthy, so it is refused).
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 
 from ..config import DataConfig, DiffusionConfig, DiscriminatorConfig, ExperimentConfig, GeneratorConfig, TrainConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, first_line
 
 # Defaults of the authors' training script (the ones that shape the networks,
 # the diffusion and training). `ch_mult` has no default there: it must be given.
@@ -93,6 +95,8 @@ _IGNORED = {
     "num_process_per_node",
     "node_rank",
     "local_rank",
+    "global_rank",  # this and world_size: set by their launcher, saved in content.pth
+    "world_size",
     "master_address",
     "master_port",
     "num_workers",
@@ -444,6 +448,49 @@ def official_args_to_config(official_args: Mapping[str, Any] | str | os.PathLike
     )
 
 
+class ForeignObjectsError(CheckpointError):
+    """A PyTorch file whose pickle names Python objects that the restricted unpickler refuses."""
+
+
+def load_official_file(path: Path, mmap: bool = False) -> Any:
+    """`torch.load` of an authors' file, tensors and plain values only (never code). Their `content.pth` also holds
+    their training arguments as an `argparse.Namespace`, a plain attribute holder, which is allowed too."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # the restricted unpickler raises many kinds of errors on foreign or damaged files
+        if "Weights only load failed" in str(e):
+            named = re.search(r"GLOBAL ([\w.]+)", str(e))
+            holds = f" ({named.group(1)})" if named else ""
+            raise ForeignObjectsError(
+                f"{path} holds Python objects other than tensors and plain values{holds}, which wavediff does not "
+                f"unpickle (they could run code); pass the authors' netG_<epoch>.pth or content.pth as their code "
+                f"saves them"
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {first_line(e)}); "
+            f"it may be truncated or not a checkpoint: download it again"
+        ) from None
+
+
+def official_args_in(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The training arguments the authors' `content.pth` carries (their `args`), or None for a file without them
+    (`netG_<epoch>.pth`, or anything that is not such a snapshot)."""
+    try:
+        obj = load_official_file(Path(path), mmap=True)
+    except CheckpointError:
+        return None
+    args = obj.get("args") if isinstance(obj, dict) and ("netG_dict" in obj or "netD_dict" in obj) else None
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    if not isinstance(args, Mapping):
+        return None
+    args = dict(args)
+    if "ori_image_size" in args:  # their training script puts current_resolution in image_size before saving
+        args["image_size"] = args.pop("ori_image_size")
+    return args
+
+
 def read_official_state_dict(path: str | os.PathLike, part: str = "G") -> dict[str, torch.Tensor]:
     """Tensors of a released checkpoint, `module.` prefixes removed; never executes code.
 
@@ -455,14 +502,7 @@ def read_official_state_dict(path: str | os.PathLike, part: str = "G") -> dict[s
         raise CheckpointError(
             f"checkpoint {path} not found; pass the path of a released netG_<epoch>.pth or content.pth"
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # the restricted unpickler raises many kinds of errors on foreign or damaged files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {first[:160]}); "
-            f"it may be truncated or not a checkpoint: download it again"
-        ) from None
+    obj = load_official_file(path)
     if isinstance(obj, dict) and obj.get("format") == "wavediff-train-state":
         raise CheckpointError(
             f"{path} is a wavediff training state, not the authors' checkpoint; use the generator exported "

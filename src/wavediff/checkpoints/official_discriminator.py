@@ -21,7 +21,7 @@ import torch
 from ..config import DiscriminatorConfig, ExperimentConfig
 from ..models.discriminator import TimeConditionedDiscriminator, build_discriminator
 from .keymap import Row, apply_key_map, key_rows
-from .official import official_args_to_config, read_official_state_dict
+from .official import read_official_state_dict
 
 _SETTINGS_HINT = (
     "check num_disc_layers, ngf, t_emb_dim, num_channels and the dataset (cifar10/stl10 use the "
@@ -102,15 +102,23 @@ def convert_discriminator_state(
 
 
 def load_official_discriminator(
-    path: str | os.PathLike, official_args: Mapping[str, Any] | str | os.PathLike, device: torch.device | str = "cpu"
+    path: str | os.PathLike,
+    official_args: Mapping[str, Any] | str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    *,
+    preset: str | None = None,
 ) -> TimeConditionedDiscriminator:
-    """The authors' discriminator (`netD_<epoch>.pth` or `content.pth`) as our module, eval mode.
+    """The authors' discriminator (`netD_<epoch>.pth` or `content.pth`) as our module, eval mode, its weights
+    frozen (`requires_grad_(True)` to train it further), like `load_official_generator`'s generator.
 
-    `official_args` is their training arguments (dict or JSON file). The model
-    takes canonical (pywt) band order whatever order it was trained with.
+    Described by exactly one of `official_args` (their training arguments: dict or JSON file) or `preset`; a
+    `content.pth` carries their arguments, so it needs neither. The model takes canonical (pywt) band order
+    whatever order it was trained with.
     """
-    cfg = official_args_to_config(official_args).discriminator
+    from .convert import describe_official
+
+    cfg = describe_official(preset, official_args, path).discriminator
     state = convert_discriminator_state(read_official_state_dict(path, part="D"), cfg)
     model = build_discriminator(cfg)
     model.load_state_dict(state, strict=True)
-    return model.eval().to(device)
+    return model.eval().requires_grad_(False).to(device)

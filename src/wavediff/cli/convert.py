@@ -5,12 +5,13 @@ from __future__ import annotations
 
 def add_arguments(p):
     p.add_argument("checkpoint", help="the authors' netG_<epoch>.pth (or content.pth)")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()  # neither: a content.pth, which carries the authors' arguments
     src.add_argument("--preset", help="the paper preset the checkpoint belongs to (e.g. cifar10, celeba_256)")
     src.add_argument(
         "--official-args",
         metavar="ARGS.json",
-        help="JSON object of the authors' training arguments (a run.sh line is enough)",
+        help="JSON object of the authors' training arguments (a run.sh line is enough); a content.pth carries its "
+        "own, so it needs neither this nor --preset",
     )
     p.add_argument("-o", "--out", required=True, help="output .safetensors path")
 
