@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -91,3 +92,32 @@ def test_official_args_resolution():
         read_official_args({"num_chanels": 12})
     with pytest.raises(ConfigError, match="half of image_size"):
         official_args_to_config({"image_size": 64, "current_resolution": 16, "ch_mult": [1]})
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"diffusion.num_timesteps": 0}, "diffusion.num_timesteps=0 is too small: it must be at least 1"),
+        ({"image_size": -3}, "image_size=-3 is too small: it must be at least 1"),
+        ({"generator.nf": 16.5}, "config field generator.nf must be a whole number, got float 16.5"),
+        ({"generator.use_fbn": 1}, "config field generator.use_fbn must be a bool, got int 1"),
+        ({"train.lr_g": "fast"}, "bad value 'fast' for train.lr_g (expected float)"),  # a string: as on the CLI
+        ({"generator.ch_mult": 2}, "config field generator.ch_mult must be a list, got int 2"),
+    ],
+)
+def test_config_values_of_the_wrong_type_or_range_are_refused_by_field(override, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        get_preset("tiny").override(override)
+
+
+def test_a_stored_config_with_a_string_for_a_number_is_refused():
+    d = get_preset("tiny").to_dict()
+    d["diffusion"]["num_timesteps"] = "8"  # a checkpoint's embedded config is JSON: no CLI-style coercion
+    with pytest.raises(ConfigError, match="diffusion.num_timesteps must be a whole number, got str '8'"):
+        ExperimentConfig.from_dict(d)
+
+
+def test_config_numbers_keep_their_types():
+    cfg = get_preset("tiny").override({"train.lr_g": 1, "generator.ch_mult": [1, 2]})
+    assert cfg.train.lr_g == 1.0 and isinstance(cfg.train.lr_g, float) and cfg.generator.ch_mult == (1, 2)
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg

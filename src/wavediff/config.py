@@ -245,7 +245,48 @@ def _from_dict(cls, d, prefix: str):
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
             v = _from_dict(hint, v, f"{prefix}{f.name}.")
-        elif typing.get_origin(hint) is tuple:
-            v = tuple(float(x) for x in v) if typing.get_args(hint)[0] is float else tuple(v)
+        else:
+            v = _typed(v, hint, f"{prefix}{f.name}")
         kwargs[f.name] = v
     return cls(**kwargs)
+
+
+# Fields that must be whole numbers >= 1 (a network, a schedule or a batch cannot be built from less).
+POSITIVE = {
+    "image_size",
+    "generator.in_channels",
+    "generator.resolution",
+    "generator.patch_size",
+    "generator.nf",
+    "generator.nz",
+    "generator.z_emb_dim",
+    "generator.n_mlp",
+    "discriminator.in_channels",
+    "discriminator.ngf",
+    "discriminator.t_emb_dim",
+    "diffusion.num_timesteps",
+    "data.image_size",
+    "train.batch_size",
+}
+
+
+def _typed(v, hint, key: str):
+    """`v` as the field's type (an int is a float too; a list a tuple), or a one-line ConfigError naming the field."""
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(v, (list, tuple)):
+            raise ConfigError(f"config field {key} must be a list, got {type(v).__name__} {v!r}")
+        kind = typing.get_args(hint)[0]
+        return tuple(_typed(x, kind, key) for x in v)
+    if hint is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"config field {key} must be a number, got {type(v).__name__} {v!r}")
+        return float(v)
+    if hint is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"config field {key} must be a whole number, got {type(v).__name__} {v!r}")
+        if key in POSITIVE and v < 1:
+            raise ConfigError(f"{key}={v} is too small: it must be at least 1")
+        return v
+    if hint in (bool, str) and not isinstance(v, hint):
+        raise ConfigError(f"config field {key} must be a {hint.__name__}, got {type(v).__name__} {v!r}")
+    return v
