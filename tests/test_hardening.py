@@ -102,6 +102,11 @@ def test_atomic_writes_get_the_usual_file_mode_and_keep_an_existing_one(tmp_path
         os.chmod(new, 0o640)
         atomic_write(new, lambda tmp: Path(tmp).write_text("y"))
         assert stat.S_IMODE(new.stat().st_mode) == 0o640 and new.read_text() == "y"
+        # a writer that replaces the temporary file with a new one (safetensors' save_file does) gets the mode too
+        cfg = get_preset("tiny")
+        g = save_generator(tmp_path / "g.safetensors", build_generator(cfg.generator), cfg)
+        assert stat.S_IMODE(g.stat().st_mode) == 0o644
+        g.unlink()
     finally:
         os.umask(old)
     (tmp_path / ".state_0000036.pt.vavxu8qz.tmp").write_bytes(b"partial")

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..config import ExperimentConfig
-from ..errors import CheckpointError, OutputError, WaveDiffError, first_line
+from ..errors import CheckpointError, ConfigError, OutputError, WaveDiffError, first_line
 from ..outputs import os_error_reason
 
 FORMAT = "wavediff-generator"
@@ -57,12 +58,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, fsync
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if existed else _new_file_mode())  # mkstemp makes it 0600
         write(tmp)
+        # after the write: mkstemp makes the file 0600, and a writer may replace it with a new file (safetensors does)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if existed else _new_file_mode())
         if fsync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+        if fsync:
+            _fsync_folder(path.parent)  # the rename itself survives a power cut only once its folder is on disk
     except BaseException as e:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -72,6 +76,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, fsync
             raise OutputError(f"cannot write {path}: {what}; {kept}; {fix}") from None
         raise
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """fsync a folder (its entries: a rename into it); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder; the data itself is already on disk
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
@@ -90,15 +108,51 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
 def save_generator(
     path: str | os.PathLike, generator: nn.Module, cfg: ExperimentConfig, meta: dict[str, str] | None = None
 ) -> Path:
-    """Write the generator's weights and the resolved config as one safetensors file."""
+    """Write the generator's weights and the resolved config as one safetensors file (with a CRC-32 of the weights,
+    checked when it is loaded). The weights must be those of `build_generator(cfg.generator)`."""
     from safetensors.torch import save_file
 
+    if not isinstance(cfg, ExperimentConfig):
+        raise ConfigError(f"cfg must be the ExperimentConfig the generator was built from, not {type(cfg).__name__}")
+    if reserved := sorted(RESERVED_META & set(meta or {})):
+        raise ConfigError(f"meta key(s) {reserved} are the file format's own; name yours otherwise")
     module = getattr(generator, "module", generator)  # unwrap DDP
     module = getattr(module, "_orig_mod", module)  # unwrap torch.compile
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    _check_matches_config(tensors, cfg, path)
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_json()}
+    metadata["crc32"] = f"{weights_crc32(tensors):08x}"
     metadata.update({k: str(v) for k, v in (meta or {}).items()})
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+RESERVED_META = frozenset({"format", "format_version", "config", "crc32"})
+
+
+def weights_crc32(tensors: dict[str, torch.Tensor]) -> int:
+    """CRC-32 of every tensor's bytes, in name order (safetensors itself checks no data)."""
+    crc = 0
+    for name in sorted(tensors):
+        crc = zlib.crc32(tensors[name].reshape(-1).contiguous().view(torch.uint8).numpy(), crc)
+    return crc
+
+
+def _check_matches_config(tensors: dict[str, torch.Tensor], cfg: ExperimentConfig, path) -> None:
+    """Refuse to write a file whose weights `cfg` does not rebuild (it could never be loaded)."""
+    from ..models.generator import build_generator
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_generator(cfg.generator).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if got != expected:
+        missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+        shapes = [k for k in expected.keys() & got.keys() if expected[k] != got[k]]
+        what = (f"{len(missing)} missing, " if missing else "") + (f"{len(extra)} unexpected, " if extra else "")
+        what += f"{len(shapes)} of another shape" if shapes else ""
+        raise ConfigError(
+            f"not writing {path}: the generator's weights do not match cfg.generator ({what.rstrip(', ')}); pass "
+            f"the config it was built from"
+        )
 
 
 @dataclass
@@ -136,17 +190,32 @@ def read_generator_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
             f"{path} is a safetensors file but not a wavediff generator (no embedded config); "
             f"convert the authors' checkpoints with `wavediff convert-official`"
         )
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} is in wavediff's generator format version {meta.get('format_version')!r}, which this version "
+            f"(reading {FORMAT_VERSION!r}) does not know; upgrade wavediff"
+        )
     try:
         cfg = ExperimentConfig.from_dict(json.loads(meta.pop("config")))
     except (json.JSONDecodeError, WaveDiffError) as e:
         raise CheckpointError(f"{path} has an unreadable embedded config ({e}); re-export the checkpoint") from None
+    crc = meta.pop("crc32", None)  # files written before it was stored have none
+    if crc is not None and crc != f"{weights_crc32(tensors):08x}":
+        raise CheckpointError(f"{path} is damaged: its weights fail their CRC-32 check; copy or download it again")
+    if bad := next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None):
+        raise CheckpointError(
+            f"{path} holds NaN or infinite weights ({bad}): the run had diverged when it was written; use an "
+            f"earlier checkpoint of that run"
+        )
     return tensors, cfg, meta
 
 
 def load_generator_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> GeneratorCheckpoint:
     """Rebuild the generator of one of our checkpoints, in eval mode, with its config."""
+    from ..devices import resolve_device
     from ..models.generator import build_generator
 
+    device = resolve_device(str(device))  # before reading: an unusable device is one line, not torch's traceback
     tensors, cfg, meta = read_generator_file(path)
     generator = build_generator(cfg.generator)
     load_state_strict(generator, tensors, f"{path}")
