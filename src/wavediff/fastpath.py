@@ -261,6 +261,40 @@ def low_precision_copy(generator: nn.Module, dtype: torch.dtype, pack: bool = Fa
     return generator
 
 
+def as_seed_list(seeds) -> list[int]:
+    """`seeds` (any iterable of integers: a list, a range, a NumPy or integer tensor array) as a list of ints; a
+    string, a lone number, floats or booleans are refused in one line rather than misread ("12" is not [1, 2])."""
+    import numbers
+
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ConfigError(
+            f"seeds must be a list or range of integers, not {type(seeds).__name__} {seeds!r}; e.g. seeds=range(16) "
+            f"or [3] (a string like '0-99': wavediff.sampling.parse_seeds)"
+        )
+    if torch.is_tensor(seeds):
+        seeds = seeds.tolist() if seeds.dim() == 1 else seeds
+    out = []
+    for s in seeds:
+        if torch.is_tensor(s) and s.dim() == 0:
+            s = s.item()
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise ConfigError(f"seed {s!r} is not an integer; seeds are integers from 0 to 2^63 - 1")
+        out.append(int(s))
+    return out
+
+
+def check_weights_dtype(generator: nn.Module) -> None:
+    """The sampler takes fp32 weights and makes its own low-precision copy; a generator cast by hand would fail
+    deep inside (its conditioning layers stay fp32)."""
+    dtypes = {p.dtype for p in generator.parameters() if p.is_floating_point()}
+    if dtypes - {torch.float32}:
+        other = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes - {torch.float32}))
+        raise ConfigError(
+            f"the generator's weights are {other}; keep them float32 and ask for precision='bf16' (--precision "
+            f"bf16): the sampler makes its own low-precision copy"
+        )
+
+
 class SamplerRunner:
     """The T denoising steps plus the inverse wavelet transform, for one generator, on one device.
 
@@ -271,6 +305,7 @@ class SamplerRunner:
     def __init__(self, generator: nn.Module, cfg: ExperimentConfig, device: torch.device | str, fast=FastPath()):
         self.device = torch.device(device)
         self.cfg, self.fast = cfg, fast
+        check_weights_dtype(generator)
         self.precision = resolve_precision(fast.precision, self.device)
         self.cuda_graphs = fast.graphs_on(self.device)
         if self.cuda_graphs and self.device.type != "cuda":
@@ -411,7 +446,7 @@ class SamplerRunner:
         """(x_T, zs, noises) for `seeds`, each sample's from a torch.Generator seeded with its seed."""
         from .sampling import MAX_SEED
 
-        seeds = [int(s) for s in seeds]
+        seeds = as_seed_list(seeds)
         if not seeds:
             raise ConfigError("no seeds to sample; pass at least one, e.g. seeds=range(16)")
         if bad := [s for s in seeds if not 0 <= s <= MAX_SEED]:  # manual_seed would wrap -1 around to 2^64 - 1
@@ -426,4 +461,4 @@ class SamplerRunner:
 
     def sample(self, seeds) -> torch.Tensor:
         """Images [N, 3, S, S] in [-1, 1]; image i depends only on seeds[i]."""
-        return self(*self.draw(list(seeds)))
+        return self(*self.draw(seeds))

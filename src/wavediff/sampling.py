@@ -62,14 +62,44 @@ def sample(
     built once for many batches) replaces generator/config/device/precision.
     """
     if runner is None:
-        cfg = config or getattr(generator, "config", None)
-        if cfg is None:
-            raise ConfigError(
-                "sample() needs the experiment config: pass config= or load the generator with wavediff.load_generator"
-            )
-        device = torch.device(device) if device is not None else next(generator.parameters()).device
+        cfg, device = _config_and_device(generator, config, device, "sample")
         runner = SamplerRunner(generator, cfg, device, FastPath(precision=precision))
     return runner.sample(seeds)
+
+
+def _config_and_device(
+    generator: nn.Module, config: ExperimentConfig | None, device, caller: str
+) -> tuple[ExperimentConfig, torch.device]:
+    """The config to sample `generator` with (given, else its own, checked against each other) and the device (given
+    and checked, else where its weights are)."""
+    from .devices import resolve_device
+
+    own = getattr(generator, "config", None)
+    cfg = config or own
+    if cfg is None:
+        raise ConfigError(
+            f"{caller}() needs the experiment config: pass config= or load the generator with wavediff.load_generator"
+        )
+    if not isinstance(cfg, ExperimentConfig):
+        raise ConfigError(
+            f"config must be an ExperimentConfig (e.g. wavediff.get_preset('cifar10')), not {type(cfg).__name__}"
+        )
+    built = getattr(generator, "cfg", None)  # the GeneratorConfig the network was built from
+    if (own is not None and config is not None and _sampled_part(config) != _sampled_part(own)) or (
+        built is not None and built != cfg.generator
+    ):
+        raise ConfigError(
+            "config= describes another model than this generator's (image size, space, T or network differ); "
+            "drop config= to use the generator's own (generator.config)"
+        )
+    if device is None:
+        return cfg, next(generator.parameters()).device
+    return cfg, resolve_device(str(device))
+
+
+def _sampled_part(cfg: ExperimentConfig) -> tuple:
+    """What sampling reads from a config."""
+    return cfg.image_size, cfg.space, cfg.diffusion, cfg.generator
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -89,10 +119,9 @@ def generate(
 ) -> Iterator[np.ndarray]:
     """uint8 batches [b, H, W, 3] for `seeds`, in order. `fast` (if given) overrides `precision`. Options the
     device cannot run are refused here, when it is called, before the first batch is asked for."""
-    cfg = config or getattr(generator, "config", None)
-    if cfg is None:
-        raise ConfigError("generate() needs the experiment config: pass config= or load the generator with wavediff")
-    device = torch.device(device) if device is not None else next(generator.parameters()).device
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    cfg, device = _config_and_device(generator, config, device, "generate")
     runner = SamplerRunner(generator, cfg, device, fast or FastPath(precision=precision))
     # A compiled or graph-replayed sampler compiles or captures once per batch size: a short last batch is padded to
     # the full size (the extra rows are dropped) rather than paying a second compile (a CPU: 30-40 s for cifar10)

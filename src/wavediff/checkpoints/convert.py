@@ -55,9 +55,11 @@ def resolve_official_config(
 def load_official_generator_with_config(
     path: str | os.PathLike, cfg: ExperimentConfig, device: torch.device | str = "cpu"
 ) -> nn.Module:
+    from ..devices import resolve_device
     from ..models.generator import build_generator
     from .official_generator import convert_generator_state
 
+    device = resolve_device(str(device))
     state = convert_generator_state(read_official_state_dict(path, part="G"), cfg.generator)
     generator = build_generator(cfg.generator)
     load_state_strict(generator, state, str(path))

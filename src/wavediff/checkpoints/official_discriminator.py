@@ -115,8 +115,10 @@ def load_official_discriminator(
     `content.pth` carries their arguments, so it needs neither. The model takes canonical (pywt) band order
     whatever order it was trained with.
     """
+    from ..devices import resolve_device
     from .convert import describe_official
 
+    device = resolve_device(str(device))
     cfg = describe_official(preset, official_args, path).discriminator
     state = convert_discriminator_state(read_official_state_dict(path, part="D"), cfg)
     model = build_discriminator(cfg)
