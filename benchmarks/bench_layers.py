@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     args = ap.parse_args()
+    if args.repeats < 1 or args.threads < 1:
+        ap.error("--repeats and --threads must be at least 1")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)

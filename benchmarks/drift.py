@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 from wavediff.runtime import configure_environment
 
@@ -33,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from wavediff.checkpoints.convert import load_any_generator  # noqa: E402
+from wavediff.errors import WaveDiffError  # noqa: E402
 from wavediff.fastpath import FastPath, resolve_precision  # noqa: E402
 from wavediff.sampling import generate  # noqa: E402
 
@@ -102,7 +105,15 @@ def main() -> None:
     ap.add_argument("--json")
     opts = ap.parse_args()
     if (opts.checkpoint is None) == (opts.preset is None):
-        ap.error("give a checkpoint or --preset, not both")
+        ap.error("give a checkpoint or --preset (one of them)")
+    if opts.n < 1 or opts.batch < 1:
+        ap.error("--n and --batch must be at least 1")
+    if opts.fid_ref and not Path(opts.fid_ref).is_file():
+        ap.error(f"--fid-ref {opts.fid_ref} not found; make it with `wavediff fid stats`")
+    if opts.json and (Path(opts.json).is_dir() or not Path(opts.json).resolve().parent.is_dir()):
+        ap.error(f"--json {opts.json}: give a file in an existing folder")
+    if opts.every_layer and opts.against != "winograd":
+        ap.error("--every-layer forces Winograd tiles: it needs --against winograd (bf16 sampling never runs it)")
     torch.set_flush_denormal(True)
     if opts.every_layer:
         from wavediff.models import winograd
@@ -159,4 +170,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except WaveDiffError as e:  # the package's own one-line errors, as `wavediff` prints them
+        sys.exit(f"error: {e}")

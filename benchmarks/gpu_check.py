@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -71,18 +72,45 @@ def _env(device: str, quick: bool) -> dict:
 
 
 def _run(cmd: list[str], env: dict, timeout: float, tail: int = 1500) -> dict:
+    """`cmd` in its own process group, so that a timeout or an interrupt stops its children too (side_by_side.py's
+    workers), not only the process itself."""
     t0 = time.perf_counter()
+    if timeout < 1:
+        return {"cmd": " ".join(cmd), "rc": "skipped: out of budget", "seconds": 0.0, "tail": ""}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True
+    )
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(timeout, 1), cwd=ROOT)
-        rc, out, err = proc.returncode, proc.stdout, proc.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, out, err = "timeout", (e.stdout or b"").decode(errors="replace"), f"timed out after {timeout:.0f} s"
+        out, err = proc.communicate(timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        _stop_group(proc)
+        out, err = proc.communicate()
+        rc, err = "timeout", f"{err}\ntimed out after {timeout:.0f} s"
+    except BaseException:  # Ctrl-C or SIGTERM of this script: its children stop with it
+        _stop_group(proc)
+        raise
     return {"cmd": " ".join(cmd), "rc": rc, "seconds": round(time.perf_counter() - t0, 1), "tail": (out + err)[-tail:]}
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the whole process group (a side-by-side then removes its temporary folder), SIGKILL after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def device_tests(opts, env: dict, timeout: float, part: str) -> dict:
     """part "checks": every device test but the training run; "training": the bf16 + compile training run."""
     junit = Path(opts.workdir) / f"device_tests_{part}.xml"
+    junit.unlink(missing_ok=True)  # a result file of an earlier run must never pass for this one's
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_device.py")]
     cmd += ["-k", "training" if part == "training" else "not training"]
     result = _run(cmd + ["--junitxml", str(junit)], env, timeout)
@@ -157,11 +185,12 @@ def benches(opts, env: dict, deadline: float, rows: list[dict], save, step: str 
             rows.append({"preset": preset, "setting": setting, "rc": "skipped: out of budget"})
             continue
         out = Path(opts.workdir) / f"bench_{preset}_{setting}.json"
+        out.unlink(missing_ok=True)  # never an earlier run's figure
         cmd = [sys.executable, "-m", "wavediff", "bench", "--preset", preset, "--device", opts.device, *common]
         row = {"preset": preset, "setting": setting}
         row_env = dict(env, **SETTING_ENV.get(setting, {}))
         row.update(_run(cmd + flags + ["--json", str(out)], row_env, deadline - time.perf_counter()))
-        if out.exists():
+        if out.exists() and row["rc"] == 0:
             row["result"] = json.loads(out.read_text())
             seconds = row["result"]["mean"]
             if preset in TARGETS_S and setting != "fp32" and row["result"]["batch"] == 100:
@@ -215,14 +244,25 @@ def main(argv=None) -> int:
     import torch
 
     start = time.perf_counter()
-    budget = opts.budget or (240 if opts.cpu else 480)
+    budget = (240 if opts.cpu else 480) if opts.budget is None else opts.budget
     deadline = start + budget
     if not opts.cpu and not torch.cuda.is_available():
         print(f"error: torch {torch.__version__} sees no CUDA device; run with --cpu on a machine without a GPU")
         return 2
+    if problem := _check_options(opts, budget, argv):
+        print(f"error: {problem}")
+        return 2
     opts.device = "cpu" if opts.cpu else "cuda"
-    opts.workdir = opts.workdir or str(Path(opts.out).resolve().parent / (Path(opts.out).stem + "_files"))
-    Path(opts.workdir).mkdir(parents=True, exist_ok=True)
+    opts.out = str(Path(opts.out).resolve())  # the steps run from the checkout: paths are the caller's
+    opts.authors_repo = opts.authors_repo and str(Path(opts.authors_repo).resolve())
+    opts.workdir = str(Path(opts.workdir).resolve()) if opts.workdir else opts.out[: -len(".json")] + "_files"
+    try:
+        Path(opts.workdir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: cannot make the step files' folder {opts.workdir} ({e.strerror}); give --out elsewhere")
+        return 2
+    if opts.cpu:
+        print("[gpu_check] --cpu: the tiny preset, 2 runs after 1 warm-up per bench (--presets, --runs, --warmup: GPU)")
     env = _env(opts.device, opts.cpu)
     report = {
         "device": torch.cuda.get_device_name(0) if opts.device == "cuda" else platform.processor() or "cpu",
@@ -258,6 +298,7 @@ def main(argv=None) -> int:
     def side_by_side(name: str, rounds: int, share: float, extra: list[str]) -> None:
         """benchmarks/side_by_side.py into report[name], with `share` of the time left."""
         out = Path(opts.workdir) / f"{name}.json"
+        out.unlink(missing_ok=True)  # what it holds afterwards is this run's (rounds finished, if cut short)
         cmd = [sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--authors-repo", opts.authors_repo]
         cmd += ["--device", opts.device, "--rounds", str(rounds), "--presets", *opts.side_presets]
         cmd += [*extra, "--json", str(out)]
@@ -300,5 +341,31 @@ def main(argv=None) -> int:
     return 0 if ok else 1
 
 
+def _check_options(opts, budget: float, argv) -> str | None:
+    """What is wrong with the options, before any step runs (None: nothing)."""
+    if not budget > 0:
+        return f"--budget must be a positive number of seconds, got {budget:g}"
+    out = Path(opts.out)
+    if out.suffix != ".json" or out.is_dir():
+        return f"--out {out} must name a .json file (its step files go beside it, in {out.stem}_files/)"
+    parent = out.resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        return f"cannot write --out {out}: its folder {parent} does not exist or is not writable"
+    explicit_side = "side" in opts.steps and "--steps" in (sys.argv[1:] if argv is None else argv)
+    if explicit_side and not opts.authors_repo:
+        return "--steps side needs --authors-repo PATH (a checkout of github.com/VinAIResearch/WaveDiff)"
+    if opts.authors_repo and not (Path(opts.authors_repo) / "train_wddgan.py").is_file():
+        return f"--authors-repo {opts.authors_repo} is not a checkout of the authors' WaveDiff (no train_wddgan.py)"
+    return None
+
+
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    signal.signal(signal.SIGTERM, _interrupted)  # as Ctrl-C: the running step's process group is stopped too
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit("[gpu_check] interrupted: the report holds the steps finished before it")

@@ -9,7 +9,9 @@
 # downloads anything: Python packages the GPU machine lacks are installed from .whl/ (made beforehand with
 # --prepare-wheels and carried along), or the script stops with one line naming them.
 set -euo pipefail
+CALLER=$PWD  # relative --out and --authors-repo are the caller's: gpu_check.py runs from here
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 PY=${PYTHON:-python3}
 # importable module -> the package that provides it (what the checks and the package need)
 NEEDED="numpy:numpy PIL:pillow safetensors:safetensors tqdm:tqdm pytest:pytest pluggy:pluggy iniconfig:iniconfig
@@ -28,12 +30,15 @@ fi
 
 "$PY" -c "import torch" 2>/dev/null || { echo "error: $PY cannot import torch; set PYTHON to the Python that has it"; exit 2; }
 missing=""
+# installed or not, without importing it (pytorch_wavelets imports pkg_resources, which current setuptools lacks:
+# side_by_side.py gives it a stand-in)
+installed() { "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)" 2>/dev/null; }
 for pair in $NEEDED; do
-  "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing="$missing ${pair#*:}"
+  installed "${pair%%:*}" || missing="$missing ${pair#*:}"
 done
 if [[ "$*" == *--authors-repo* ]]; then
   for pair in einops:einops pywt:PyWavelets pytorch_wavelets:pytorch_wavelets; do
-    "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing="$missing ${pair#*:}"
+    installed "${pair%%:*}" || missing="$missing ${pair#*:}"
   done
 fi
 if [[ -n "$missing" ]]; then
@@ -45,5 +50,6 @@ if [[ -n "$missing" ]]; then
     exit 2
   fi
 fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PY" benchmarks/gpu_check.py "$@"
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+cd "$CALLER"
+exec "$PY" "$ROOT/benchmarks/gpu_check.py" "$@"

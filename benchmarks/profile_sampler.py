@@ -24,6 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from wavediff.devices import resolve_device  # noqa: E402
+from wavediff.errors import WaveDiffError  # noqa: E402
 from wavediff.fastpath import PRECISION_CHOICES, FastPath  # noqa: E402
 from wavediff.models.generator import build_generator  # noqa: E402
 from wavediff.presets import get_preset  # noqa: E402
@@ -78,8 +80,12 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", type=int, default=25, help="operators to list")
     ap.add_argument("--trace", help="also write a Chrome trace (open in chrome://tracing or Perfetto)")
     opts = ap.parse_args(argv)
+    if opts.batch < 1 or opts.rows < 1 or (opts.nf is not None and opts.nf < 1):
+        ap.error("--batch, --rows and --nf must be at least 1")
+    if opts.trace and not Path(opts.trace).resolve().parent.is_dir():
+        ap.error(f"--trace {opts.trace}: its folder does not exist")
     configure_torch()
-    device = torch.device(opts.device)
+    device = resolve_device(opts.device)
     cfg = get_preset(opts.preset)
     if opts.nf is not None:
         cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, nf=opts.nf))
@@ -123,4 +129,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except WaveDiffError as e:  # the package's own one-line errors, as `wavediff` prints them
+        sys.exit(f"error: {e}")

@@ -32,6 +32,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -391,6 +393,12 @@ def _run(opts, worker: str, preset: str, workdir: str, code: str = "ours") -> di
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(opts, code))
     print(f"  [{worker} worker, {code}, {preset}: {time.perf_counter() - t0:.0f} s]", flush=True)
     if proc.returncode != 0:
+        missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", proc.stderr)
+        if missing:  # the authors' code imports what our package does not need
+            sys.exit(
+                f"error: the {worker} worker ({code}, {preset}) cannot import {missing.group(1)}: "
+                f"pip install einops PyWavelets pytorch_wavelets (the authors' code needs them)"
+            )
         sys.exit(f"error: the {worker} worker ({code}, {preset}) failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -550,7 +558,38 @@ def main(argv=None) -> None:
             f"error: {opts.authors_repo} is not a checkout of the authors' WaveDiff (no train_wddgan.py); "
             "git clone https://github.com/VinAIResearch/WaveDiff and pass its path"
         )
-    compare(opts)
+    check_options(opts)
+    # SIGTERM (timeout, a batch scheduler) stops like Ctrl-C: the running worker is killed by subprocess.run and the
+    # temporary folder of weights (100+ MB) removed, instead of both outliving this process
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        compare(opts)
+    except KeyboardInterrupt:
+        sys.exit(
+            f"interrupted: stopped by a signal{'; ' + opts.json + ' holds the rounds finished' if opts.json else ''}"
+        )
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def check_options(opts) -> None:
+    """One line, before any worker runs, for what would otherwise fail minutes into the comparison."""
+    if unknown := [p for p in opts.presets if not (PRESETS / f"{p}.json").is_file()]:
+        have = sorted(p.stem for p in PRESETS.glob("*.json"))
+        sys.exit(f"error: no reference arguments for preset(s) {', '.join(unknown)}; choose from {', '.join(have)}")
+    for name in ("rounds", "reps"):
+        if getattr(opts, name) < 1:
+            sys.exit(f"error: --{name} must be at least 1, got {getattr(opts, name)}")
+    if opts.warmup < 0 or min(opts.batches + opts.train_batches, default=1) < 1:
+        sys.exit("error: --warmup must be >= 0 and every batch >= 1")
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"error: --device {opts.device}, but torch {torch.__version__} sees no CUDA device; use --device cpu")
+    if opts.json:
+        out = Path(opts.json)
+        if out.is_dir() or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+            sys.exit(f"error: cannot write --json {out}: give a file in an existing, writable folder")
 
 
 if __name__ == "__main__":

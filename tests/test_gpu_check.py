@@ -195,3 +195,57 @@ def test_profile_sampler_sorts_kernels_by_kind():
     totals = profile_sampler.by_kind(events, "self_device_time_total")
     counts = {kind: list(kinds.values()).count(kind) * 1e-3 for kind in set(kinds.values())}
     assert totals == pytest.approx(counts) and next(iter(totals)) == "matrix product"  # seconds, largest first
+
+
+def _gpu_check_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    return gpu_check
+
+
+def test_a_step_that_times_out_takes_its_children_with_it(tmp_path):
+    gpu_check = _gpu_check_module()
+    pid_file = tmp_path / "child.pid"
+    spawn = (
+        "import subprocess, sys, time; "
+        f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); open({str(pid_file)!r}, 'w')"
+        ".write(str(c.pid)); time.sleep(60)"
+    )
+    row = gpu_check._run([sys.executable, "-c", spawn], dict(os.environ), timeout=3)
+    assert row["rc"] == "timeout"
+    child = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # gone (or a zombie already reaped by init): no orphan keeps running
+        for _ in range(50):
+            os.kill(child, 0)
+            __import__("time").sleep(0.1)
+    assert gpu_check._run(["true"], {}, timeout=0.5)["rc"] == "skipped: out of budget"
+
+
+def test_an_earlier_runs_result_file_is_never_reported(tmp_path, monkeypatch):
+    gpu_check = _gpu_check_module()
+    opts = SimpleNamespace(workdir=str(tmp_path), device="cpu", cpu=True, presets=["tiny"], runs=2, warmup=1)
+    stale = {"mean": 0.2, "batch": 2}
+    for _, setting, _ in gpu_check.bench_plan(opts, "bench")[0]:
+        (tmp_path / f"bench_tiny_{setting}.json").write_text(json.dumps(stale))
+    monkeypatch.setattr(gpu_check, "_run", lambda cmd, env, timeout: {"rc": "timeout", "tail": ""})
+    rows = gpu_check.benches(opts, {}, gpu_check.time.perf_counter() + 60, [], lambda: None)
+    assert rows and all("result" not in row for row in rows)
+    assert not list(tmp_path.glob("bench_*.json"))
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--budget", "0"], "--budget must be a positive number"),
+        (["--budget", "-5"], "--budget must be a positive number"),
+        (["--steps", "side"], "--steps side needs --authors-repo"),
+        (["--out", "report.txt"], "must name a .json file"),
+    ],
+)
+def test_gpu_check_refuses_bad_options_before_any_step(tmp_path, args, expected):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--out", str(tmp_path / "r.json")]
+    proc = subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and expected in proc.stdout, proc.stdout + proc.stderr
+    assert not (tmp_path / "r.json").exists()
