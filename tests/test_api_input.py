@@ -133,3 +133,18 @@ def test_a_damaged_diverged_or_newer_file_is_named_as_such(tiny, tmp_path):
     _rewrite(copy, tensors={name: nan[name]}, crc32=f"{weights_crc32(nan):08x}")
     with pytest.raises(CheckpointError, match=f"holds NaN or infinite weights \\({name}\\)"):
         wavediff.load_generator(copy)
+
+
+def test_the_presets_table_is_read_only():
+    p = wavediff.PRESETS["tiny"]
+    p.generator.nf = 7  # a copy: the table and get_preset are unchanged
+    assert wavediff.PRESETS["tiny"].generator.nf == wavediff.get_preset("tiny").generator.nf != 7
+    with pytest.raises(TypeError):
+        wavediff.PRESETS["mine"] = p
+    assert "tiny" in wavediff.PRESETS and len(wavediff.PRESETS) == len(list(wavediff.PRESETS))
+
+
+def test_dir_lists_the_api_not_the_modules_internals():
+    names = set(dir(wavediff))
+    assert {"sample", "generate", "to_uint8", "train_run", "reorder_bands", "WaveDiffError"} <= names
+    assert not names & {"annotations", "importlib", "_EXPORTS"}

@@ -4,6 +4,7 @@ import wavediff
 G = wavediff.load_generator("run/checkpoints/generator_final.safetensors")
 G = wavediff.load_official_generator("netG_1300.pth", "cifar10_args.json")
 images = wavediff.sample(G, seeds=range(16))     # [16, 3, 32, 32] in [-1, 1]
+pixels = wavediff.to_uint8(images)                # [16, 32, 32, 3] uint8, for PIL.Image.fromarray
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ _EXPORTS = {
     "build_discriminator": ".models.discriminator",
     "VPDiffusion": ".diffusion",
     "sample": ".sampling",
+    "generate": ".sampling",
+    "to_uint8": ".sampling",
+    "train_run": ".training.trainer",
+    "WaveDiffError": ".errors",
+    "reorder_bands": ".wavelets",
     "dwt": ".wavelets",
     "idwt": ".wavelets",
     "image_to_wavelet": ".wavelets",
@@ -39,5 +45,5 @@ def __getattr__(name: str):  # lazy: `import wavediff` stays cheap
     raise AttributeError(f"module 'wavediff' has no attribute {name!r}")
 
 
-def __dir__() -> list[str]:  # the lazy names too: tab completion, dir() and help() show the API
-    return sorted({*globals(), *_EXPORTS})
+def __dir__() -> list[str]:  # the public names, lazy ones included: tab completion, dir() and help() show the API
+    return sorted({*(n for n in globals() if n.startswith("__")), *_EXPORTS})

@@ -133,6 +133,10 @@ class TrainConfig:
 
 @dataclass
 class ExperimentConfig:
+    """Everything one experiment needs: image size and space, the networks, the diffusion schedule, the data and the
+    training settings. Presets (`wavediff.get_preset`) are instances of it; `override({"train.lr_g": 2e-4})` returns
+    a changed copy; every run and checkpoint stores it (`to_json`), so `from_dict` rebuilds it."""
+
     name: str = "custom"
     space: str = "wavelet"  # "wavelet" | "pixel"
     image_size: int = 32

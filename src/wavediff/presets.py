@@ -9,6 +9,7 @@ GPUs the paper used, so the global batch is their product.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 from .config import DataConfig, DiffusionConfig, DiscriminatorConfig, ExperimentConfig, GeneratorConfig, TrainConfig
 from .errors import ConfigError
@@ -438,11 +439,30 @@ def _build() -> dict[str, ExperimentConfig]:
     return p
 
 
-PRESETS: dict[str, ExperimentConfig] = _build()
+class PresetTable(Mapping):
+    """The named presets, read-only: every lookup is a fresh copy, so editing one changes no other."""
+
+    def __init__(self, table: dict[str, ExperimentConfig]):
+        self._table = table
+
+    def __getitem__(self, name: str) -> ExperimentConfig:
+        return copy.deepcopy(self._table[name])
+
+    def __iter__(self):
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __repr__(self) -> str:
+        return f"PresetTable({', '.join(self._table)})"
+
+
+PRESETS = PresetTable(_build())
 
 
 def get_preset(name: str) -> ExperimentConfig:
     """A fresh copy of the named preset."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    return PRESETS[name]
