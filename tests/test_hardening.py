@@ -268,3 +268,14 @@ def test_quoted_messages_are_cut_at_a_word_with_an_ellipsis():
     assert len(short) <= 40 and short.endswith("...") and e.args[0].startswith(short[:-3])
     assert short[:-3].endswith("with files")  # a whole word, not "wi"
     assert first_line(RuntimeError("[x/y.cpp:12] bad\ntrace"), 40) == "bad"
+
+
+def test_a_run_with_only_its_best_generator_names_that_file(tmp_path):
+    from wavediff.errors import CheckpointError
+
+    cfg = get_preset("tiny")
+    best = save_generator(
+        tmp_path / "run" / "checkpoints" / "generator_best.safetensors", build_generator(cfg.generator), cfg
+    )
+    with pytest.raises(CheckpointError, match=f"only {best}.*pass that file"):
+        run_generator(tmp_path / "run")

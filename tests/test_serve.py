@@ -90,10 +90,35 @@ def test_views_show_what_wavediff_sample_writes(playground, checkpoint, tmp_path
     assert np.abs(traj.images[2 * T + 1].astype(np.float64) - pooled).max() <= 1.0
 
     interp = playground.interpolation(3, 7, 5)
-    assert len(interp.images) == 5 and interp.labels == ["3", "0.25", "0.50", "0.75", "7"]
+    assert len(interp.images) == 5 and interp.labels == [
+        "seed 3",
+        "\u03b1 0.25",
+        "\u03b1 0.50",
+        "\u03b1 0.75",
+        "seed 7",
+    ]
     assert same_up_to_rounding(interp.images[0], ref[3]) and same_up_to_rounding(interp.images[-1], ref[7])
     middle = interp.images[2]
     assert not np.array_equal(middle, ref[3]) and not np.array_equal(middle, ref[7])
+
+
+def test_views_generated_in_chunks_are_the_same_images(playground, monkeypatch):
+    """Large images go through the generator a few at a time (bounded memory); the images do not change beyond the
+    float rounding of another batch size."""
+    whole = [playground.grid([0, 1, 2]), playground.interpolation(0, 1, 3), playground.variations(0, [1, 2])]
+    monkeypatch.setattr(playground, "chunk", 1)
+    chunked = [playground.grid([0, 1, 2]), playground.interpolation(0, 1, 3), playground.variations(0, [1, 2])]
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.labels == b.labels and all(same_up_to_rounding(x, y) for x, y in zip(a.images, b.images, strict=True))
+    traj = playground.trajectory(5)  # one seed: one chunk
+    assert len(traj.images) == 2 * playground.cfg.diffusion.num_timesteps + 5
+
+
+def test_seeds_above_two_to_the_53_come_back_as_exact_text(server):
+    big = 2**53 + 1  # a JavaScript number would make it 2**53
+    status, _, body = get(server, f"/api/grid?seeds={big}")
+    j = json.loads(body)
+    assert status == 200 and j["seeds"] == [str(big)] and j["images"][0]["label"] == f"seed {big}"
 
 
 def test_variations_keep_the_start_and_take_the_chosen_latents(playground):
@@ -175,8 +200,8 @@ def test_http_api_answers_errors_in_one_line_and_keeps_serving(server, checkpoin
         assert (status, ctype) == (code, "application/json") and needle in error and "\n" not in error, path
     status, _, body = get(server, "/api/grid?seeds=0-3")
     j = json.loads(body)
-    assert status == 200 and j["seeds"] == [0, 1, 2, 3] and j["seconds"] > 0
-    for seed, im in zip(j["seeds"], j["images"]):
+    assert status == 200 and j["seeds"] == ["0", "1", "2", "3"] and j["seconds"] > 0  # text: a browser's numbers
+    for seed, im in zip(map(int, j["seeds"]), j["images"]):  # lose seeds above 2^53
         assert np.array_equal(decode(im["png"]), ref[seed])
     status, ctype, body = get(server, "/api/grid?seeds=0-3&format=png")
     assert status == 200 and ctype == "image/png"

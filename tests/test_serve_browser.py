@@ -138,11 +138,26 @@ def test_page_in_chromium_shows_grid_interpolation_variations_and_trajectory(ser
         page.click("#grid-form button")
         page.wait_for_selector('#samples[data-status="error"]')
         assert "at most 64" in page.inner_text("#grid-status")
+        # the images shown are not those of the inputs: dimmed, no download, the URL keeps the last good inputs
+        assert "stale" in page.get_attribute("#grid", "class") and page.is_hidden("#grid-dl")
+        assert "0-999" not in page.url
         page.fill("#seeds", "9")
         page.click("#grid-form button")
         page.wait_for_selector('#samples[data-status="ok"]')
         assert page.inner_text("#large figcaption") == "seed 9" and "seeds=9" in page.url and "seed=9" in page.url
         assert np.array_equal(decode(images("#large img")[0][3]), reference(ckpt, tmp_path, 9))
+        assert "stale" not in (page.get_attribute("#grid", "class") or "") and page.is_visible("#grid-dl")
+
+        # seeds above 2^53 stay exact (a JavaScript number would round them); tiles open with the keyboard
+        big = 2**53 + 1
+        page.fill("#seeds", f"{big},{2**63 - 1}")
+        page.click("#grid-form button")
+        page.wait_for_selector('#samples[data-status="ok"]')
+        assert page.inner_text("#large figcaption") == f"seed {big}"
+        page.focus(f'#grid figure[data-seed="{2**63 - 1}"]')
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"document.querySelector('#large figcaption').textContent === 'seed {2**63 - 1}'")
+        assert f"seed={2**63 - 1}" in page.url
 
         # a shared URL reloads the same view; the grid downloads as one PNG
         page.goto(url + "?seeds=0-5&seed=4&a=1&b=3&n=5&vseed=2&others=5,2&vary=noise&traj=2")

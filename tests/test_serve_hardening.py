@@ -26,6 +26,7 @@ class RecordingPlayground:
 
     def __init__(self):
         self.calls = []
+        self.max_images = 64  # the real Playground's for images up to 64 px
 
     def info(self):
         return {"checkpoint": "stand-in"}
@@ -247,3 +248,92 @@ def test_head_answers_headers_only_and_never_generates(server):
     finally:
         conn.close()
     assert server.playground.calls == []
+
+
+def test_a_download_of_what_the_page_shows_is_not_generated_again(server):
+    status, _, _ = get(server, "/api/grid?seeds=1-2")
+    assert status == 200 and server.playground.calls == [("grid", [1, 2])]
+    status, ctype, _ = get(server, "/api/grid?seeds=1-2&format=png")
+    assert (status, ctype) == (200, "image/png") and len(server.playground.calls) == 1  # from the cache
+    get(server, "/api/grid?seeds=1-3&format=png")  # another view: made
+    assert server.playground.calls[-1] == ("grid", [1, 2, 3])
+
+
+def test_the_request_cap_follows_the_image_size(server):
+    from wavediff.serve.generation import chunk_size, max_images
+
+    assert [max_images(s) for s in (32, 64, 128, 256, 512, 1024)] == [64, 64, 16, 16, 4, 4]
+    assert [chunk_size(s) for s in (32, 256, 512, 1024)] == [64, 8, 2, 1]
+    server.playground.max_images = 4  # a 512 px model's
+    status, _, body = get(server, "/api/grid?seeds=0-4")
+    assert status == 400 and "asks for more than 4 images" in json.loads(body)["error"]
+    status, _, body = get(server, "/api/variations?seed=0&others=1-4")
+    assert status == 400 and "asks for more than 3 other seeds" in json.loads(body)["error"]
+    status, _, body = get(server, "/api/interpolate?a=0&b=1&n=5")
+    assert status == 400 and "ask for 2 to 4 frames" in json.loads(body)["error"]
+
+
+def test_a_request_whose_client_left_while_it_waited_is_skipped():
+    from wavediff.serve.app import GenerationQueue, Gone
+
+    queue, ran = GenerationQueue(), []
+    with pytest.raises(Gone):
+        queue.run(ran.append, 1, alive=lambda: False)
+    assert queue.run(ran.append, 2, alive=lambda: True) is None and ran == [2] and queue.pending == 0
+    queue.shutdown()
+
+
+def test_serving_on_every_interface_prints_a_link_that_opens():
+    srv = bind("0.0.0.0", 0, quiet=True)
+    try:
+        assert srv.url == f"http://127.0.0.1:{srv.server_address[1]}/" and not srv.loopback_only
+    finally:
+        srv.server_close()
+
+
+SLOW_SERVE = """
+import sys, time
+from wavediff.serve import generation
+generation.Playground.grid = lambda self, seeds: time.sleep(120)  # a generation that would take minutes
+from wavediff.cli import main
+sys.exit(main(["serve", sys.argv[1], "--port", "0", "--quiet", "--device", "cpu"]))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_stopping_the_server_during_a_generation_is_prompt_and_quiet(tmp_path, sig):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from wavediff.checkpoints.convert import convert_official_checkpoint
+
+    ckpt = tmp_path / "tiny.safetensors"
+    convert_official_checkpoint(
+        FIXTURES / "tiny_wavelet_netG.pth", ckpt, official_args=FIXTURES / "tiny_wavelet_config.json"
+    )
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SERVE, str(ckpt)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)  # held open: the page is still waiting
+        conn.request("GET", "/api/grid?seeds=0")
+        time.sleep(3)  # the generation is running
+        start = time.perf_counter()
+        proc.send_signal(getattr(signal, sig))
+        rc = proc.wait(timeout=20)
+        took = time.perf_counter() - start
+    finally:
+        proc.kill()
+    err = proc.stderr.read()
+    assert rc == 0 and took < 10, (rc, took, err)
+    assert "stopped (1 generations cut short)" in err and "Traceback" not in err, err

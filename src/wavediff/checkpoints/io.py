@@ -289,6 +289,12 @@ def run_generator(run_dir: str | os.PathLike) -> Path:
             return final
         if numbered:
             return numbered[-1][1]
+    best = next((p for p in (run_dir / "checkpoints", run_dir) if (p / "generator_best.safetensors").is_file()), None)
+    if best is not None:  # never silently another model than "final, else latest": say it is there
+        raise CheckpointError(
+            f"{run_dir} holds no final or numbered generator, only {best / 'generator_best.safetensors'} (the best "
+            f"by the training metric); pass that file"
+        )
     raise CheckpointError(
         f"{run_dir} holds no generator checkpoint (checkpoints/generator_final.safetensors or "
         f"generator_NNNNNNN.safetensors); pass a .safetensors file or the run directory of `wavediff train`/`demo`"

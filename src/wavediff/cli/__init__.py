@@ -26,7 +26,7 @@ COMMANDS = {
     "bench": (".bench", "time the sampler with the paper's protocol"),
     "convert-official": (".convert", "convert the authors' netG_<epoch>.pth / content.pth into our format"),
     "presets": (".presets", "list the named presets, or print one resolved"),
-    "serve": (".serve", "a local web playground for a checkpoint: samples, interpolations, trajectories"),
+    "serve": (".serve", "a local web playground: samples, interpolations, latent variations, trajectories"),
 }
 
 

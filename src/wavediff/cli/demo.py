@@ -49,5 +49,6 @@ def run(args) -> int:
     print(f"  quality figure (JSON):       {res.quality}")
     print(f"  run directory:               {res.run_dir}  (config, log, checkpoints)")
     print(f"  sample more: wavediff sample {res.generator} --n 64 --out grid.png")
+    print(f"  play with it: wavediff serve {res.run_dir}  (a page of samples, interpolations, trajectories)")
     print(res.generator)
     return 0

@@ -1,4 +1,5 @@
-"""`wavediff serve`: a local web playground for a checkpoint: samples, interpolations, trajectories, bands."""
+"""`wavediff serve`: a local web playground for a checkpoint: samples, interpolations, latent variations,
+trajectories and sub-bands."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def add_arguments(p):
     p.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
+        choices=["auto", "fp32", "tf32", "bf16", "fp16"],
         help="as `wavediff sample --precision` (default auto: bf16 where it is native, so seed s shows what "
         "`wavediff sample --seeds s` writes)",
     )
@@ -31,6 +32,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import os
+    import signal
     import sys
 
     from ..checkpoints.convert import load_any_generator
@@ -54,9 +57,18 @@ def run(args) -> int:
             f"{server.playground.precision}) at {server.url}  (Ctrl+C stops)",
             flush=True,
         )
+        signal.signal(signal.SIGTERM, _stop)  # `kill`, `timeout`, a service manager: stop as Ctrl-C does
         server.serve_forever()
     except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+        busy = server.queue.pending
+        print(f"stopped{f' ({busy} generations cut short)' if busy else ''}", file=sys.stderr, flush=True)
+        server.server_close()
+        if busy:  # a generation cannot be interrupted, and exiting normally would wait for it (a second Ctrl-C
+            os._exit(0)  # then aborted the interpreter): nothing is written by the playground, so leave at once
     finally:
         server.server_close()
     return 0
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -28,7 +28,7 @@ from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, WaveDiffError, first_line
-from .generation import MAX_IMAGES, MAX_SEED, VARY, Playground, Result, bounded_seeds, mosaic, png_bytes
+from .generation import MAX_SEED, VARY, Playground, Result, bounded_seeds, mosaic, png_bytes
 
 MAX_PENDING = 8  # queued or running generations; more get 503 "busy"
 PAGE_PATHS = ("/", "/index.html")
@@ -42,6 +42,10 @@ class Busy(Exception):
     pass
 
 
+class Gone(Exception):
+    """The client closed its connection while its request waited: nothing to generate or answer."""
+
+
 class GenerationQueue:
     """One worker thread (FIFO) and a cap on waiting requests."""
 
@@ -51,16 +55,28 @@ class GenerationQueue:
         self._pending = 0
         self.max_pending = max_pending
 
-    def run(self, fn, *args):
+    def run(self, fn, *args, alive=None):
+        """`fn(*args)` on the worker thread, when its turn comes; skipped (`Gone`) if `alive()` is then False (the
+        page asked again, or was closed, while this request waited)."""
         with self._lock:
             if self._pending >= self.max_pending:
                 raise Busy(f"the server is busy ({self._pending} generations queued); try again in a moment")
             self._pending += 1
+
+        def turn():
+            if alive is not None and not alive():
+                raise Gone
+            return fn(*args)
+
         try:
-            return self._pool.submit(fn, *args).result()
+            return self._pool.submit(turn).result()
         finally:
             with self._lock:
                 self._pending -= 1
+
+    @property
+    def pending(self) -> int:
+        return self._pending
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -83,30 +99,30 @@ def _seed(query: dict, name: str, default: str, what: str = "seed") -> int:
     return _integer(query, name, default, what, 0, MAX_SEED)
 
 
-def _seed_list(query: dict, name: str, default: str, limit: int = MAX_IMAGES) -> list[int]:
+def _seed_list(query: dict, name: str, default: str, limit: int, what: str = "images") -> list[int]:
     """`bounded_seeds`, after refusing non-ASCII text: its pattern's digits and spaces include other scripts'."""
     text = _param(query, name, default)
     if not text.isascii():
         raise ConfigError(f"bad seed list {text[:40]!r}; write seeds with the digits 0-9, e.g. 0-15 or 1,5,7-9")
-    return bounded_seeds(text, limit)
+    return bounded_seeds(text, limit, what)
 
 
 # The views: each validates its query and returns (download name, Playground method, its arguments), so a bad
 # request is answered 400 before anything is queued.
 def _grid(pg: Playground, query: dict):
-    seeds = _seed_list(query, "seeds", "0-15")
+    seeds = _seed_list(query, "seeds", "0-15", pg.max_images)
     return f"seeds_{seeds[0]}-{seeds[-1]}", pg.grid, (seeds,)
 
 
 def _interpolate(pg: Playground, query: dict):
     a, b = _seed(query, "a", "0", "seed a"), _seed(query, "b", "1", "seed b")
-    n = _integer(query, "n", "8", "frame count", 2, MAX_IMAGES, f"ask for 2 to {MAX_IMAGES} frames")
+    n = _integer(query, "n", "8", "frame count", 2, pg.max_images, f"ask for 2 to {pg.max_images} frames")
     return f"interpolation_{a}_{b}", pg.interpolation, (a, b, n)
 
 
 def _variations(pg: Playground, query: dict):
     seed = _seed(query, "seed", "0")
-    others = _seed_list(query, "others", "1-7", limit=MAX_IMAGES - 1)
+    others = _seed_list(query, "others", "1-7", pg.max_images - 1, "other seeds")
     vary = _param(query, "vary", "both")
     if vary not in VARY:
         raise ConfigError(f"bad vary {vary[:20]!r}; use one of {', '.join(VARY)}")
@@ -152,6 +168,26 @@ def _host_port(host: str, port: int) -> str:
     return f"[{host.replace('%', '%25')}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class ResultCache:
+    """The last few views made, by request: a download (`format=png`) of what the page shows is not made again."""
+
+    def __init__(self, size: int = 8):
+        self._items: dict[tuple, Result] = {}
+        self._lock = threading.Lock()
+        self.size = size
+
+    def get(self, key: tuple) -> Result | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: tuple, result: Result) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = result
+            while len(self._items) > self.size:
+                self._items.pop(next(iter(self._items)))
+
+
 class PlaygroundServer(ThreadingHTTPServer):
     daemon_threads = True
     # SO_REUSEADDR, as every server sets it: a restarted playground gets its port back at once, although the
@@ -163,13 +199,17 @@ class PlaygroundServer(ThreadingHTTPServer):
         self.address_family = family_for_host(address[0])  # read by TCPServer.__init__ when it makes the socket
         self.playground = playground
         self.queue = GenerationQueue()
+        self.cache = ResultCache()
         self.quiet = quiet
         self.page = resources.files(__package__).joinpath("page.html").read_bytes()
         super().__init__(address, Handler)  # binds; closes the socket (server_close) if that fails
 
     @property
     def url(self) -> str:
-        return f"http://{_host_port(*self.server_address[:2])}/"
+        host, port = self.server_address[:2]
+        if host in ("0.0.0.0", "::"):  # every interface: a browser here reaches it through the loopback address
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        return f"http://{_host_port(host, port)}/"
 
     @property
     def loopback_only(self) -> bool:
@@ -209,7 +249,23 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         if not self.server.quiet:
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+            sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.address_string()} {format % args}\n")
+
+    def handle(self):
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):  # the page was closed or asked again: nothing to answer
+            pass
+
+    def _client_alive(self) -> bool:
+        """Whether the client still holds its connection open (a closed one reads as end-of-file at once)."""
+        import select
+
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return not readable or self.connection.recv(1, socket.MSG_PEEK) != b""
+        except OSError:
+            return False
 
     def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
         self.send_response(status)
@@ -263,8 +319,11 @@ class Handler(BaseHTTPRequestHandler):
             if fmt not in ("json", "png"):
                 raise ConfigError(f"bad format {fmt[:20]!r}; use json or png")
             start = time.perf_counter()
-            result = self.server.queue.run(fn, *args)
-            queued = time.perf_counter() - start - result.seconds
+            key = (path, fn.__name__, repr(args))
+            cached = self.server.cache.get(key) if fmt == "png" else None
+            result = cached or self.server.queue.run(fn, *args, alive=self._client_alive)
+            self.server.cache.put(key, result)
+            queued = 0.0 if cached else time.perf_counter() - start - result.seconds
             if fmt == "png":
                 body = png_bytes(mosaic(result.rows))
                 disposition = f'attachment; filename="wavediff_{name}.png"'
@@ -274,6 +333,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(400, {"error": str(e)})
         except Busy as e:
             return self._json(503, {"error": str(e)})
+        except Gone:
+            self.close_connection = True
+            return None
         except Exception as e:  # keep serving; the traceback goes to the server's log
             traceback.print_exc()
             return self._json(500, {"error": f"internal error ({type(e).__name__}: {first_line(e, 200)}); see the log"})

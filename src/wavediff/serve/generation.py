@@ -27,14 +27,28 @@ from ..fastpath import FastPath, SamplerRunner
 from ..sampling import MAX_SEED, parse_seeds, resolve_precision, sample, to_uint8
 from ..wavelets import dwt_bands, wavelet_to_image
 
-MAX_IMAGES = 64  # per request
+MAX_IMAGES = 64  # per request, for images up to 64 px (`max_images`: fewer for larger ones)
+CHUNK_PIXELS = 8 * 256 * 256  # images per generator batch: at most this many pixels (memory: 8 at 256 px, 1 at 1024)
+
+
+def max_images(image_size: int) -> int:
+    """Images one request may ask for: 64 up to 64 px, 16 up to 256 px, 4 above (each takes seconds on a CPU)."""
+    return MAX_IMAGES if image_size <= 64 else 16 if image_size <= 256 else 4
+
+
+def chunk_size(image_size: int) -> int:
+    """Images per generator batch: memory stays that of a few images whatever the request asks for (celeba_1024 on
+    a CPU takes about 0.55 GB per image in flight)."""
+    return max(1, min(MAX_IMAGES, CHUNK_PIXELS // (image_size * image_size)))
+
+
 BAND_NAMES = ("LL", "LH", "HL", "HH")
 MAX_DETAIL_GAIN = 20.0  # detail bands are stretched to fill [-1, 1], by at most this factor
 VARY = ("both", "z", "noise")  # what latent variations take from the other seeds
 _SEEDS_RE = re.compile(r"^\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*$", re.ASCII)
 
 
-def bounded_seeds(text: str, limit: int = MAX_IMAGES) -> list[int]:
+def bounded_seeds(text: str, limit: int = MAX_IMAGES, what: str = "images") -> list[int]:
     """`parse_seeds` for untrusted text: checks the syntax and the count before expanding any range."""
     text = (text or "").strip()
     if len(text) > 400 or not _SEEDS_RE.match(text):
@@ -49,7 +63,7 @@ def bounded_seeds(text: str, limit: int = MAX_IMAGES) -> list[int]:
             raise ConfigError(f"seed {hi_i} is too large; seeds go from 0 to {MAX_SEED}")
         count += hi_i - lo_i + 1
         if count > limit:
-            raise ConfigError(f"seed list {text[:40]!r} asks for more than {limit} images; ask for at most {limit}")
+            raise ConfigError(f"seed list {text[:40]!r} asks for more than {limit} {what}; ask for at most {limit}")
     return parse_seeds(text)
 
 
@@ -132,6 +146,8 @@ class Playground:
         self.runner = SamplerRunner(generator, cfg, self.device, FastPath(precision=self.precision))
         self.source = source
         self.diffusion = self.runner.diffusion
+        self.max_images = max_images(cfg.image_size)
+        self.chunk = chunk_size(cfg.image_size)
 
     def info(self) -> dict:
         g, cfg = self.cfg.generator, self.cfg
@@ -146,7 +162,7 @@ class Playground:
             "parameters": sum(p.numel() for p in self.generator.parameters()),
             "device": str(self.device),
             "precision": self.precision,
-            "max_images": MAX_IMAGES,
+            "max_images": self.max_images,
         }
 
     # ------------------------------------------------------------------ helpers
@@ -167,20 +183,42 @@ class Playground:
         return draws
 
     def _run(self, draws: Sequence[torch.Tensor]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-        """The sampler's steps (t, x_0 predicted, x_t) from draws in `_draws`' order: x_T, then z, noise, z, ..."""
+        """The sampler's steps (t, x_0 predicted, x_t) from draws in `_draws`' order: x_T, then z, noise, z, ...;
+        run `self.chunk` samples at a time (on the CPU, the chunk's results as they come), so memory stays bounded."""
+        zs, noises = torch.stack(draws[1::2]), torch.stack(draws[2::2])
+        chunks = []
         with torch.no_grad(), self.runner.precision_context():
-            return list(self.runner.steps(draws[0], torch.stack(draws[1::2]), torch.stack(draws[2::2])))
+            for i in range(0, draws[0].shape[0], self.chunk):
+                part = slice(i, i + self.chunk)
+                steps = self.runner.steps(draws[0][part], zs[:, part], noises[:, part])
+                chunks.append([(t, x0.cpu(), x.cpu()) for t, x0, x in steps])
+        return [
+            (t, torch.cat([c[k][1] for c in chunks]), torch.cat([c[k][2] for c in chunks]))
+            for k, (t, _, _) in enumerate(chunks[0])
+        ]
 
     # ------------------------------------------------------------------ views
     def grid(self, seeds: Sequence[int]) -> Result:
+        self._check_count(len(seeds), "seeds")
         start = time.perf_counter()
-        images = list(to_uint8(sample(self.generator, seeds, runner=self.runner)))
+        images = []
+        for i in range(0, len(seeds), self.chunk):  # as `wavediff sample --batch CHUNK` would
+            images += list(to_uint8(sample(self.generator, seeds[i : i + self.chunk], runner=self.runner)))
         seconds = time.perf_counter() - start
-        return Result(images, [f"seed {s}" for s in seeds], grid_rows(images), seconds, {"seeds": list(seeds)})
+        # seeds as text: JSON numbers lose integers above 2^53 in a browser
+        return Result(
+            images, [f"seed {s}" for s in seeds], grid_rows(images), seconds, {"seeds": list(map(str, seeds))}
+        )
+
+    def _check_count(self, n: int, what: str) -> None:
+        if n > self.max_images:
+            raise ConfigError(
+                f"{n} {what} is more than the {self.max_images} one request may ask for at {self.cfg.image_size} px"
+            )
 
     def interpolation(self, seed_a: int, seed_b: int, frames: int) -> Result:
-        if not 2 <= frames <= MAX_IMAGES:
-            raise ConfigError(f"bad frame count {frames}; ask for 2 to {MAX_IMAGES} frames")
+        if not 2 <= frames <= self.max_images:
+            raise ConfigError(f"bad frame count {frames}; ask for 2 to {self.max_images} frames")
         start = time.perf_counter()
         a, b = self._draws(seed_a), self._draws(seed_b)
         alphas = [i / (frames - 1) for i in range(frames)]
@@ -188,7 +226,7 @@ class Playground:
         steps = self._run(mixed)
         images = list(to_uint8(self._to_image(steps[-1][2])))
         seconds = time.perf_counter() - start
-        labels = [f"{seed_a}" if t == 0 else f"{seed_b}" if t == 1 else f"{t:.2f}" for t in alphas]
+        labels = [f"seed {seed_a}" if t == 0 else f"seed {seed_b}" if t == 1 else f"\u03b1 {t:.2f}" for t in alphas]
         return Result(images, labels, [images], seconds, {"alphas": alphas})
 
     def variations(self, seed: int, others: Sequence[int], vary: str = "both") -> Result:
@@ -196,8 +234,8 @@ class Playground:
         (`vary="both"`), only z (the GAN's latent), or only the posterior noise. The first image is seed's own."""
         if vary not in VARY:
             raise ConfigError(f"bad vary {vary[:20]!r}; use one of {', '.join(VARY)}")
-        if not 1 <= len(others) < MAX_IMAGES:
-            raise ConfigError(f"ask for 1 to {MAX_IMAGES - 1} other seeds, not {len(others)}")
+        if not 1 <= len(others) < self.max_images:
+            raise ConfigError(f"ask for 1 to {self.max_images - 1} other seeds, not {len(others)}")
         start = time.perf_counter()
         own = self._draws(seed)
         draws = [own] + [self._draws(o) for o in others]
