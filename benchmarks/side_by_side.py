@@ -457,8 +457,9 @@ def _summarise(preset: str, check: dict, rounds: dict) -> dict:
     gflop = rounds["ours"][0]["gflop_per_image"]
     peak = {p: statistics.median(r["peak_gflops"][p] for r in rounds["ours"]) for p in rounds["ours"][0]["peak_gflops"]}
     rows = {"check": check, "default_precision": auto, "gflop_per_image": gflop, "peak_gflops": peak}
-    rows.update(sample={}, train={})
-    print(f"{'case':<34}{'authors (s)':>12}{'ours fp32':>11}{'ratio':>7}{'ours ' + auto:>11}{'ratio':>7}")
+    rows.update(sample={}, train={}, rounds=rounds)  # the raw rounds too: every figure the medians came from
+    # "default": what `wavediff sample` runs with no flags here (bf16 where native; else fp32, the same column twice)
+    print(f"{'case':<38}{'authors (s)':>12}{'ours fp32':>11}{'ratio':>7}{'default ' + auto:>14}{'ratio':>7}")
     for key in rounds["authors"][0]["sample"]:
         b = key.split("/")[1]
         theirs, ours32 = med("authors", "sample", key), med("ours", "sample", key)
@@ -480,8 +481,8 @@ def _summarise(preset: str, check: dict, rounds: dict) -> dict:
             rows["sample"][b]["ours_fast_compile"] = t = med("ours", "sample", f"fast_compile/{b}")
             fast += f"   compiled: {t:.4f} s, {theirs / t:.2f}x"
         print(
-            f"{'sampling, batch ' + b:<34}{theirs:>12.4f}{ours32:>11.4f}{theirs / ours32:>6.2f}x"
-            f"{ours_auto:>11.4f}{theirs / ours_auto:>6.2f}x   fp32, direct: {achieved:.0f} GFLOP/s, "
+            f"{'sampling, batch ' + b:<38}{theirs:>12.4f}{ours32:>11.4f}{theirs / ours32:>6.2f}x"
+            f"{ours_auto:>14.4f}{theirs / ours_auto:>6.2f}x   fp32, direct: {achieved:.0f} GFLOP/s, "
             f"{achieved / peak['fp32']:.0%} of the peak{fast}"
         )
     print(
@@ -494,10 +495,10 @@ def _summarise(preset: str, check: dict, rounds: dict) -> dict:
         theirs, ours = med("authors", "train", key), med("ours", "train", f"fp32/{key}")
         rows["train"][key] = {"authors": theirs, "ours_fp32": ours}
         label = f"train iteration, batch {b}, {'with' if r1 == 'r1' else 'without'} R1"
-        line = f"{label:<34}{theirs:>12.4f}{ours:>11.4f}{theirs / ours:>6.2f}x"
+        line = f"{label:<38}{theirs:>12.4f}{ours:>11.4f}{theirs / ours:>6.2f}x"
         if auto != "fp32" and f"{auto}/{key}" in rounds["ours"][0]["train"]:
             rows["train"][key][f"ours_{auto}"] = low = med("ours", "train", f"{auto}/{key}")
-            line += f"{low:>11.4f}{theirs / low:>6.2f}x   (train --precision {auto}: autocast, fp32 weights)"
+            line += f"{low:>14.4f}{theirs / low:>6.2f}x   (train --precision {auto}: autocast, fp32 weights)"
         if f"compile/{key}" in rounds["ours"][0]["train"]:
             rows["train"][key]["ours_compile"] = c = med("ours", "train", f"compile/{key}")
             rows["train"][key]["ours_compile_first_s"] = first = med("ours", "train", f"first/compile/{key}")

@@ -1,5 +1,7 @@
 """convert-official, sample and bench end to end, and our checkpoint format's failure modes."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +127,20 @@ def test_bench_runs_the_paper_protocol_with_few_runs(converted, capsys):
     assert code == 0 and f"batch 2, {auto}, device cpu" in out
     code, out, _ = run_cli(capsys, "bench", "--preset", "tiny_pixel", "--runs", 1, "--warmup", 0, "--batch", 2)
     assert code == 0 and "32px pixel" in out
+
+
+def test_bench_json_says_what_it_timed_and_where(converted, tmp_path, capsys):
+    report = tmp_path / "b.json"
+    code, _, _ = run_cli(capsys, "bench", converted, "--runs", 2, "--warmup", 0, "--batch", 2, "--json", report)
+    r = json.loads(report.read_text())
+    assert (
+        code == 0
+        and r["batch"] == 2
+        and r["runs"] == 2
+        and r["warmup"] == 0
+        and r["threads"] == torch.get_num_threads()
+    )
+    assert r["mean"] > 0 and r["device"] == "cpu" and r["machine"].endswith("cores") and r["model"] == str(converted)
 
 
 def test_our_format_round_trip_and_failure_modes(tmp_path):

@@ -43,3 +43,19 @@ def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
             )
         raise ConfigError(f"device {name!r} does not exist: this machine has {count} GPU(s) ({have}); pass one of them")
     return torch.device("cuda", index)
+
+
+def machine_name(device: torch.device) -> str:
+    """What a timing ran on: the GPU's name, or the CPU's model and core count (for benchmark reports)."""
+    import os
+    import platform
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"

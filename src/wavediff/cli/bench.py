@@ -88,6 +88,9 @@ def run(args) -> int:
         from ..checkpoints.io import atomic_write
 
         report = dict(result, model=source, preset=cfg.name, batch=batch)
+        from ..devices import machine_name
+
         report.update(setting=setting, torch=torch.__version__, warmup=args.warmup, runs=args.runs)
+        report.update(machine=machine_name(torch.device(result["device"])), threads=torch.get_num_threads())
         atomic_write(args.json, lambda tmp: open(tmp, "w").write(json.dumps(report, indent=1)))
     return 0
