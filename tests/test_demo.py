@@ -31,6 +31,7 @@ def test_short_demo_writes_every_output(tmp_path, capsys):
     assert (out / "checkpoints" / "generator_best.safetensors").is_file()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["name"] == "digits" and cfg["train"]["seed"] == 1 and cfg["data"]["hflip"] is False
+    assert cfg["train"]["steps"] == 4 and cfg["train"]["max_minutes"] == 0  # --steps instead of the 8 minutes
     assert (out / "log.jsonl").read_text().count('"event": "train"') >= 1
 
 

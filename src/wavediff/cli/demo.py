@@ -4,10 +4,17 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    p.add_argument("--minutes", type=float, default=8.0, help="wall-clock training budget (default 8)")
+    p.add_argument(
+        "--minutes", type=float, default=None, help="wall-clock training budget (default 8; none with --steps)"
+    )
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=0, help="stop after this many steps instead (0: use --minutes)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train this many steps instead of for a time (0: use --minutes); with --minutes too, whichever ends first",
+    )
     p.add_argument("--resume", metavar="auto|PATH", help="continue a demo run")
 
 
@@ -16,12 +23,13 @@ def run(args) -> int:
     from ..errors import ConfigError
     from ..outputs import check_writable
 
-    if args.minutes <= 0:
+    if args.minutes is not None and not args.minutes > 0:
         raise ConfigError(f"--minutes must be positive, got {args.minutes:g}")
+    minutes = args.minutes if args.minutes is not None else 0.0 if args.steps else 8.0  # 0: no time limit
     if args.steps < 0:
         raise ConfigError(f"--steps must be >= 1 (or 0: use --minutes), got {args.steps}")
     check_writable(args.out, directory=True)
-    res = run_demo(args.out, minutes=args.minutes, seed=args.seed, steps=args.steps, resume=args.resume)
+    res = run_demo(args.out, minutes=minutes, seed=args.seed, steps=args.steps, resume=args.resume)
     q = res.score
     s, real, noise = q["samples"], q["real_held_out"], q["noise"]
     print()

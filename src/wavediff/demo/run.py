@@ -46,7 +46,8 @@ def demo_config(minutes: float, seed: int, steps: int = 0):
 def run_demo(
     out: str | Path, minutes: float = 8.0, seed: int = 0, steps: int = 0, resume: str | None = None
 ) -> DemoResult:
-    """Train for `minutes` of wall time (or `steps` iterations), then evaluate into `out`."""
+    """Train for `minutes` of wall time (0: no limit) or `steps` iterations, whichever ends first, then evaluate
+    into `out`."""
     from ..training.trainer import train_run
 
     out = Path(out)
