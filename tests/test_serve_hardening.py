@@ -337,3 +337,19 @@ def test_stopping_the_server_during_a_generation_is_prompt_and_quiet(tmp_path, s
     err = proc.stderr.read()
     assert rc == 0 and took < 10, (rc, took, err)
     assert "stopped (1 generations cut short)" in err and "Traceback" not in err, err
+
+
+def test_the_request_log_has_the_time_of_day_and_how_long_each_took(capsys):
+    import re
+
+    srv = bind("127.0.0.1", 0, quiet=False)
+    srv.playground = RecordingPlayground()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert get(srv, "/api/grid?seeds=0")[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(r'\d\d:\d\d:\d\d 127\.0\.0\.1 "GET /api/grid\?seeds=0 HTTP/1\.1" 200 - \d+\.\d\d s', line), line

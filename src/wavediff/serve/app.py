@@ -249,7 +249,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         if not self.server.quiet:
-            sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.address_string()} {format % args}\n")
+            t0 = getattr(self, "_started", None)
+            took = f" {time.perf_counter() - t0:.2f} s" if t0 is not None else ""
+            sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.address_string()} {format % args}{took}\n")
 
     def handle(self):
         try:
@@ -295,6 +297,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):
         """Headers only, and never a generation: the page as GET sends it; the API answers 405 (GET only)."""
+        self._started = time.perf_counter()
         try:
             path, _ = self._target()
         except WaveDiffError as e:
@@ -306,6 +309,7 @@ class Handler(BaseHTTPRequestHandler):
         return self._not_found(path)
 
     def do_GET(self):
+        self._started = time.perf_counter()  # the log line gives each request's time, queue and generation included
         try:
             path, query = self._target()
             if path in PAGE_PATHS:
