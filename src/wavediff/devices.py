@@ -23,14 +23,17 @@ def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
         return dev
     if dev.type == "mps":
         if not (torch.backends.mps.is_available()):
-            raise ConfigError(f"device {name!r} requested but this machine has no usable MPS device; use --device cpu")
+            raise ConfigError(
+                f"device {name!r} requested but this machine has no usable MPS device; use the CPU (--device cpu; "
+                "device='cpu' in Python)"
+            )
         return dev
     if dev.type != "cuda":
         raise ConfigError(f"device type {dev.type!r} is not supported by wavediff; use cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise ConfigError(
             f"device {name!r} requested but no CUDA GPU is available (no NVIDIA driver or GPU, or a CPU-only "
-            f"torch build); use --device cpu"
+            f"torch build); use the CPU (--device cpu; device='cpu' in Python)"
         )
     count = torch.cuda.device_count()
     index = local_rank if dev.index is None else dev.index

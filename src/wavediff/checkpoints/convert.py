@@ -37,8 +37,8 @@ def describe_official(
         official_args = official_args_in(path) if path is not None else None
         if official_args is None:
             raise ConfigError(
-                "give --preset NAME or --official-args ARGS.json to describe the authors' checkpoint (only their "
-                "content.pth carries its own training arguments)"
+                "give --preset NAME or --official-args ARGS.json (preset= or official_args= in Python) to describe the "
+                "authors' checkpoint (only their content.pth carries its own training arguments)"
             )
     return get_preset(preset) if preset is not None else official_args_to_config(official_args)
 
