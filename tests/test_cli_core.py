@@ -178,3 +178,11 @@ def test_the_lazy_api_is_listed_for_dir_help_and_tab_completion():
     names = set(dir(wavediff))
     assert set(wavediff.__all__) <= names and "__version__" in names
     assert all(callable(getattr(wavediff, n)) or n == "PRESETS" for n in wavediff.__all__)
+
+
+def test_bench_says_when_the_compile_is_timed(capsys):
+    # refused afterwards (an unwritable --json), so nothing compiles here; the note comes first
+    code, _, err = run_cli(capsys, "bench", "--preset", "tiny", "--compile", "--warmup", 0, "--json", "/proc/x/b.json")
+    assert code == 2 and "the first timed run includes the compile" in err.splitlines()[0]
+    code, _, err = run_cli(capsys, "bench", "--preset", "tiny", "--compile", "--json", "/proc/x/b.json")
+    assert code == 2 and "includes the compile" not in err

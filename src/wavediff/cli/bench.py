@@ -48,6 +48,10 @@ def run(args) -> int:
         raise ConfigError("say what to time: a checkpoint, or --preset NAME for its architecture with random weights")
     if args.official_args and not args.checkpoint:
         raise ConfigError("--official-args describes an authors' checkpoint; give the .pth it belongs to as well")
+    if (args.compile or args.compile_mode) and args.warmup == 0:
+        import sys
+
+        print("note: --warmup 0 with --compile: the first timed run includes the compile", file=sys.stderr)
     if args.json:
         from ..outputs import check_writable
 
