@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import signal
 import statistics
@@ -45,6 +44,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+from wavediff.devices import machine_name  # noqa: E402
 from wavediff.runtime import OMP_SPINCOUNT  # noqa: E402 (the OpenMP spin `wavediff` sets in its processes)
 
 PRESETS = HERE.parent / "tests" / "data" / "reference" / "presets"
@@ -403,22 +403,13 @@ def _run(opts, worker: str, preset: str, workdir: str, code: str = "ours") -> di
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
-
-
 def compare(opts) -> dict:
-    report = {"machine": _machine(opts.device), "torch": torch.__version__, "threads": opts.threads, "presets": {}}
+    report = {
+        "machine": machine_name(torch.device(opts.device)),
+        "torch": torch.__version__,
+        "threads": opts.threads,
+        "presets": {},
+    }
     report["settings"] = {k: v for k, v in vars(opts).items() if k not in ("worker", "code", "dir", "preset")}
     report["settings"]["authors_repo"] = str(opts.authors_repo)
     print(f"machine: {report['machine']}; torch {torch.__version__}; device {opts.device}; {opts.threads} threads")

@@ -261,28 +261,6 @@ def low_precision_copy(generator: nn.Module, dtype: torch.dtype, pack: bool = Fa
     return generator
 
 
-def as_seed_list(seeds) -> list[int]:
-    """`seeds` (any iterable of integers: a list, a range, a NumPy or integer tensor array) as a list of ints; a
-    string, a lone number, floats or booleans are refused in one line rather than misread ("12" is not [1, 2])."""
-    import numbers
-
-    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-        raise ConfigError(
-            f"seeds must be a list or range of integers, not {type(seeds).__name__} {seeds!r}; e.g. seeds=range(16) "
-            f"or [3] (a string like '0-99': wavediff.sampling.parse_seeds)"
-        )
-    if torch.is_tensor(seeds):
-        seeds = seeds.tolist() if seeds.dim() == 1 else seeds
-    out = []
-    for s in seeds:
-        if torch.is_tensor(s) and s.dim() == 0:
-            s = s.item()
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
-            raise ConfigError(f"seed {s!r} is not an integer; seeds are integers from 0 to 2^63 - 1")
-        out.append(int(s))
-    return out
-
-
 def check_weights_dtype(generator: nn.Module) -> None:
     """The sampler takes fp32 weights and makes its own low-precision copy; a generator cast by hand would fail
     deep inside (its conditioning layers stay fp32)."""
@@ -444,7 +422,7 @@ class SamplerRunner:
 
     def draw(self, seeds) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_T, zs, noises) for `seeds`, each sample's from a torch.Generator seeded with its seed."""
-        from .sampling import MAX_SEED
+        from .sampling import MAX_SEED, as_seed_list
 
         seeds = as_seed_list(seeds)
         if not seeds:

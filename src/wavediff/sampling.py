@@ -9,6 +9,7 @@ that depends on the batch size: about 4e-6, which moves a rare pixel by 1/255).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -45,6 +46,26 @@ def parse_seeds(text: str) -> list[int]:
     if not count:
         raise ConfigError(f"empty seed list {text!r}")
     return [s for first, last in ranges for s in range(first, last + 1)]
+
+
+def as_seed_list(seeds) -> list[int]:
+    """`seeds` (any iterable of integers: a list, a range, a NumPy or integer tensor array) as a list of ints; a
+    string, a lone number, floats or booleans are refused in one line rather than misread ("12" is not [1, 2])."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ConfigError(
+            f"seeds must be a list or range of integers, not {type(seeds).__name__} {seeds!r}; e.g. seeds=range(16) "
+            f"or [3] (a string like '0-99': wavediff.sampling.parse_seeds)"
+        )
+    if torch.is_tensor(seeds):
+        seeds = seeds.tolist() if seeds.dim() == 1 else seeds
+    out = []
+    for s in seeds:
+        if torch.is_tensor(s) and s.dim() == 0:
+            s = s.item()
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise ConfigError(f"seed {s!r} is not an integer; seeds are integers from 0 to 2^63 - 1")
+        out.append(int(s))
+    return out
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from .official import (
     official_args_to_config,
     read_official_state_dict,
     require_ch_mult,
+    snapshot_args,
 )
 
 OfficialArgs = Mapping[str, Any] | str | os.PathLike
@@ -132,8 +133,7 @@ def load_any_generator(
             f"`wavediff convert-official`, a run directory, or the authors' .pth with --preset NAME"
         )
     if ours:
-        _refuse_training_state(path)
-        embedded = official_args_in(path)
+        embedded = snapshot_args(_refuse_training_state(path))
         if embedded is not None:  # the authors' content.pth: their arguments are inside
             cfg = resolve_official_config(official_args=embedded)
             return load_official_generator_with_config(path, cfg, device), cfg
@@ -162,9 +162,9 @@ def is_wavediff_checkpoint(path: str | os.PathLike) -> bool:
         return False
 
 
-def _refuse_training_state(path: str | os.PathLike) -> None:
+def _refuse_training_state(path: str | os.PathLike):
     """One line when the file given where a generator is expected is a wavediff training state (state_*.pt) or no
-    PyTorch file at all."""
+    PyTorch file at all; else the file, loaded (memory-mapped)."""
     try:
         obj = load_official_file(Path(path), mmap=True)
     except ForeignObjectsError:
@@ -181,3 +181,4 @@ def _refuse_training_state(path: str | os.PathLike) -> None:
             f"{path} is a wavediff training state (step {step}), not a generator; sample from the EMA generator "
             f"exported next to it (checkpoints/{export} or generator_final.safetensors)"
         )
+    return obj

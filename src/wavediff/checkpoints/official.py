@@ -477,9 +477,13 @@ def official_args_in(path: str | os.PathLike) -> dict[str, Any] | None:
     """The training arguments the authors' `content.pth` carries (their `args`), or None for a file without them
     (`netG_<epoch>.pth`, or anything that is not such a snapshot)."""
     try:
-        obj = load_official_file(Path(path), mmap=True)
+        return snapshot_args(load_official_file(Path(path), mmap=True))
     except CheckpointError:
         return None
+
+
+def snapshot_args(obj: Any) -> dict[str, Any] | None:
+    """`official_args_in` for a file already loaded."""
     args = obj.get("args") if isinstance(obj, dict) and ("netG_dict" in obj or "netD_dict" in obj) else None
     if isinstance(args, argparse.Namespace):
         args = vars(args)
