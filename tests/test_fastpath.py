@@ -318,6 +318,35 @@ def test_compile_mode_reaches_torch_compile_and_bad_modes_are_refused(tiny, monk
             SamplerRunner(G, cfg, "cpu", plain)
 
 
+def test_gpu_compile_options_and_cudnn_search(monkeypatch):
+    """On a GPU --compile also turns 1x1 convolutions into matrix products (whatever the mode; the environment's
+    options still win), and sampling lets cuDNN's autotuner try all its algorithms; both measured on an H100
+    (docs/gpu_runs.md). Neither needs a GPU to check: the options are a dict, the flags process-wide settings."""
+    from wavediff.fastpath import compile_options, cuda_sampling_mode
+
+    monkeypatch.delenv("WAVEDIFF_INDUCTOR_OPTIONS", raising=False)
+    assert compile_options("cuda") == {"conv_1x1_as_mm": True}
+    assert compile_options("cuda:1", "max-autotune") == {
+        "conv_1x1_as_mm": True,
+        "max_autotune": True,
+        "coordinate_descent_tuning": True,
+    }
+    assert compile_options("cpu") == {}  # measured on a GPU only
+    monkeypatch.setenv("WAVEDIFF_INDUCTOR_OPTIONS", '{"conv_1x1_as_mm": false}')
+    assert compile_options("cuda") == {"conv_1x1_as_mm": False}
+    with pytest.raises(ConfigError, match="unknown compile mode 'fast'"):
+        compile_options("cuda", "fast")
+
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark, cudnn.benchmark_limit, cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with cuda_sampling_mode(torch.device("cuda"), tf32=False):
+        assert cudnn.benchmark and cudnn.benchmark_limit == 0
+        assert not cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (cudnn.benchmark, cudnn.benchmark_limit, cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+    with cuda_sampling_mode(torch.device("cpu"), tf32=False):  # nothing changes off CUDA
+        assert (cudnn.benchmark, cudnn.benchmark_limit) == before[:2]
+
+
 def test_compiled_cpu_sampler_freezes_and_packs_its_weights(tiny):
     """Compiled for the CPU, the sampler has inductor freeze the weights (only on while it compiles), so its
     convolutions run on oneDNN-packed weights as the eager sampler's do; the images are the eager ones."""

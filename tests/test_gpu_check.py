@@ -96,11 +96,11 @@ def test_gpu_check_compile_step_plans_every_preset_compiled(monkeypatch):
     with_celeba, _ = gpu_check.bench_plan(SimpleNamespace(**{**vars(opts), "presets": ["celeba_256"]}), "compile")
     assert [s for _, s, _ in with_celeba] == [
         "fast+compile",
-        "fast+compile+cwgn",
+        "fast+compile+plain_gn",
         "fast+compile+cdt",
         "fast+compile+nchw",
     ]
-    assert gpu_check.SETTING_ENV["fast+compile+cwgn"] == {"WAVEDIFF_CHANNELWISE_GN": "1"}
+    assert gpu_check.SETTING_ENV["fast+compile+plain_gn"] == {"WAVEDIFF_CHANNELWISE_GN": "0"}
     cdt = json.loads(gpu_check.SETTING_ENV["fast+compile+cdt"]["WAVEDIFF_INDUCTOR_OPTIONS"])
     monkeypatch.setenv("WAVEDIFF_INDUCTOR_OPTIONS", json.dumps(cdt))
     assert extra_inductor_options() == cdt == {"coordinate_descent_tuning": True}
