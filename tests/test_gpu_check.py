@@ -249,3 +249,53 @@ def test_gpu_check_refuses_bad_options_before_any_step(tmp_path, args, expected)
     proc = subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and expected in proc.stdout, proc.stdout + proc.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_bench_parallel_compiles_together_and_times_alone(tmp_path):
+    """benchmarks/bench_parallel.py on the CPU: each setting's worker reports its timing (with its own environment
+    and torch flags), a profiled one writes its table, a worker that fails is named with its last lines, and the
+    folder gets only the results (the logs and the lock live in a temporary folder that goes away)."""
+    jobs = [
+        {"name": "plain", "preset": "tiny", "batch": 2, "device": "cpu", "runs": 3, "fast": {"precision": "fp32"}},
+        {
+            "name": "profiled",
+            "preset": "tiny",
+            "batch": 1,
+            "device": "cpu",
+            "runs": 2,
+            "fast": {"precision": "fp32"},
+            "env": {"WAVEDIFF_CHANNELWISE_GN": "0"},
+            "torch_flags": {"mkldnn.enabled": True},
+            "profile": True,
+            "rows": 5,
+        },
+        {"name": "broken", "preset": "tiny", "batch": 1, "device": "cpu", "torch_flags": {"cudnn.no_such_flag": 1}},
+    ]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_parallel.py"), str(tmp_path / "jobs.json")]
+    cmd += ["--out", str(out), "--compile-cap", "200", "--total-cap", "300", "--after", "echo ALONE"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # one setting failed
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results) == ["plain", "profiled"]
+    assert results["plain"]["runs"] == 3 and results["profiled"]["runs"] == 2
+    assert results["profiled"]["env"] == {"WAVEDIFF_CHANNELWISE_GN": "0"}
+    assert 0 < results["plain"]["min_ms"] <= results["plain"]["median_ms"]
+    assert "by kind:" in (out / "profiled.prof.txt").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["profiled.prof.txt", "results.json", "worker_logs.txt"]
+    assert "ALONE" in proc.stdout
+    assert re.search(
+        r"broken +no result; its last lines:\n.*torch.backends.cudnn.no_such_flag does not exist", proc.stdout
+    )
+    # a jobs file that could not run is refused in one line, before any worker starts
+    for bad, message in (
+        ([{"name": "x", "preset": "tiny", "batch": 1, "fast": {"precison": "fp32"}}], "setting x: FastPath"),
+        ([{"name": "x", "preset": "tiny"}], "setting x needs a batch"),
+        ([{"name": "a b", "preset": "tiny", "batch": 1}], "needs a unique name"),
+        ([{"name": "x", "preset": "tiny", "batch": 1, "colour": 1}], "unknown keys ['colour']"),
+        ({}, "non-empty JSON list"),
+    ):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        proc = subprocess.run(cmd[:2] + [str(tmp_path / "bad.json")], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

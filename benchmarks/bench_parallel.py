@@ -1,0 +1,274 @@
+"""Compile many sampler settings at once, then time them one at a time on a quiet GPU.
+
+    python benchmarks/bench_parallel.py jobs.json --out results/ [--compile-cap 230] [--total-cap 320]
+        [--during "CMD"] [--after "CMD"]
+
+Compiling a batch-100 sampler takes a minute or two of CPU per setting (dynamo, inductor, Triton); timing it takes
+seconds of GPU. Run one after another, ten settings need most of a short GPU lease. Here every setting gets its own
+worker process at once: each builds its sampler, compiles it and warms it up (three passes: cuDNN's autotuner and
+the CUDA graph capture included), then waits for a lock this script holds. When every worker is ready (or
+`--compile-cap` seconds have passed: the stragglers are stopped and reported), the `--during` commands have run,
+the lock is released and the workers time their settings one at a time, each alone on the GPU: 3 more warm-up
+passes, then `runs` timed passes (CUDA events), as `wavediff bench` does. On an H100 machine (16 cores) nine
+compiled batch-100 settings were ready within 160 s and timed within 250 s; one after another they took 60-130 s
+each.
+
+jobs.json is a list of settings:
+
+    [{"name": "celeba", "preset": "celeba_256", "batch": 100, "runs": 20,
+      "fast": {"precision": "bf16", "compile": true, "cuda_graphs": true},   # wavediff.fastpath.FastPath fields
+      "env": {"WAVEDIFF_CHANNELWISE_GN": "0"},              # environment of that worker (optional)
+      "torch_flags": {"cudnn.benchmark_limit": 10},         # torch.backends.<module>.<flag> = value (optional)
+      "profile": true, "rows": 45,                          # one more pass under torch.profiler (optional)
+      "device": "cuda"}]                                    # optional, default cuda
+
+Written to --out: results.json (every timed setting: median, mean, std, min in ms), worker_logs.txt (the end of
+each worker's output), NAME.prof.txt for each profiled setting. A short table is printed last. The Triton
+kernels' block sizes that inductor picks while compiling are benchmarked on a GPU that the other workers are
+using too: they may differ from a compile alone (the timings themselves are taken alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+KEYS = {"name", "preset", "batch", "fast", "env", "torch_flags", "runs", "profile", "rows", "device", "threads"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def check_jobs(jobs) -> None:
+    """One-line errors for a jobs file that could not run (before any worker starts)."""
+    from wavediff.fastpath import FastPath
+    from wavediff.presets import get_preset
+
+    if not isinstance(jobs, list) or not jobs:
+        raise SystemExit("error: the jobs file must hold a non-empty JSON list of settings")
+    names = set()
+    for i, job in enumerate(jobs):
+        if not isinstance(job, dict):
+            raise SystemExit(f"error: setting {i} is not a JSON object")
+        unknown = set(job) - KEYS
+        if unknown:
+            raise SystemExit(f"error: setting {i} has unknown keys {sorted(unknown)}; known: {sorted(KEYS)}")
+        name = job.get("name", "")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)) or name in names:
+            raise SystemExit(f"error: setting {i} needs a unique name of letters, digits, '_', '.', '-' (got {name!r})")
+        names.add(name)
+        try:
+            get_preset(job.get("preset", ""))
+            FastPath(**job.get("fast", {}))
+        except Exception as e:  # noqa: BLE001 - a bad preset or FastPath field, said in one line
+            raise SystemExit(f"error: setting {name}: {str(e).splitlines()[0]}") from None
+        for key in ("batch", "runs", "rows"):
+            if key in job and (not isinstance(job[key], int) or job[key] < 1):
+                raise SystemExit(f"error: setting {name}: {key} must be a whole number >= 1")
+        if "batch" not in job:
+            raise SystemExit(f"error: setting {name} needs a batch")
+
+
+def worker(job: dict, out: Path, work: Path) -> None:
+    import torch
+
+    from wavediff.fastpath import FastPath
+    from wavediff.models.generator import build_generator
+    from wavediff.presets import get_preset
+    from wavediff.runtime import configure_torch
+    from wavediff.timing import sampler_pass
+
+    configure_torch()
+    for flag, value in job.get("torch_flags", {}).items():
+        module, attr = flag.rsplit(".", 1)
+        target = torch.backends
+        for part in module.split("."):
+            target = getattr(target, part)
+        if not hasattr(target, attr):
+            raise SystemExit(f"torch.backends.{flag} does not exist")
+        setattr(target, attr, value)
+    name, device = job["name"], torch.device(job.get("device", "cuda"))
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    cfg = get_preset(job["preset"])
+    G = build_generator(cfg.generator).to(device).eval().requires_grad_(False)
+    fast = FastPath(**job.get("fast", {}))
+    t0 = time.time()
+    with torch.no_grad():
+        once = sampler_pass(G, cfg, job["batch"], device, fast)
+        for _ in range(3):
+            once()
+        sync()
+    ready_s = time.time() - t0
+    setting = fast.describe(device, G)
+    log(f"{name}: ready after {ready_s:.0f} s ({setting})")
+    (work / f"ready.{name}").touch()
+    with open(work / "gpu.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # alone on the device from here
+        log(f"{name}: timing")
+        with torch.no_grad():
+            for _ in range(3):
+                once()
+            sync()
+            times = []
+            for _ in range(job.get("runs", 20)):
+                if cuda:
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    once()
+                    end.record()
+                    torch.cuda.synchronize(device)
+                    times.append(start.elapsed_time(end))
+                else:
+                    s = time.perf_counter()
+                    once()
+                    times.append((time.perf_counter() - s) * 1000)
+            result = dict(
+                name=name, preset=job["preset"], batch=job["batch"], env=job.get("env", {}),
+                torch_flags=job.get("torch_flags", {}), setting=setting, runs=len(times),
+                median_ms=statistics.median(times), mean_ms=statistics.fmean(times),
+                std_ms=statistics.pstdev(times), min_ms=min(times), ready_s=round(ready_s, 1),
+                torch=torch.__version__, device=torch.cuda.get_device_name(device) if cuda else "cpu",
+            )  # fmt: skip
+            (work / f"{name}.json").write_text(json.dumps(result, indent=1))
+            log(f"{name}: {result['median_ms']:.2f} ms median")
+            if job.get("profile"):
+                profile(once, sync, cuda, name, job.get("rows", 45), out)
+
+
+def profile(once, sync, cuda: bool, name: str, rows: int, out: Path) -> None:
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from profile_sampler import by_kind
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        once()
+        sync()
+    events = prof.key_averages()
+    if cuda:  # kernels only: an operator's self device time is its kernels' time again
+        key, leaves = "self_device_time_total", [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    else:
+        key, leaves = "self_cpu_time_total", list(events)
+    busy = sum(getattr(e, key) for e in leaves) / 1e3
+    kinds = ", ".join(f"{k} {t * 1000:.2f} ms" for k, t in by_kind(leaves, key).items())
+    text = f"{name}: {'kernels' if cuda else 'operators (self)'} {busy:.2f} ms; by kind: {kinds}\n"
+    (out / f"{name}.prof.txt").write_text(text + events.table(sort_by=key, row_limit=rows, max_name_column_width=70))
+    log(f"{name}: profiled, {busy:.2f} ms")
+
+
+def master(opts) -> int:
+    try:
+        jobs = json.loads(Path(opts.jobs).read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: cannot read the jobs file {opts.jobs}: {e}") from None
+    check_jobs(jobs)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench_parallel_"))  # logs, markers, lock: the results only go to --out
+    start = time.time()
+    lock = open(work / "gpu.lock", "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for job in jobs:
+            env = dict(os.environ, **job.get("env", {}))
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+            # inductor's compile workers per process: all of them at once would oversubscribe the cores
+            env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(job.get("threads", 4)))
+            with open(work / f"{job['name']}.log", "w") as f:
+                cmd = [sys.executable, __file__, "--worker", json.dumps(job), str(out), str(work)]
+                procs[job["name"]] = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        log(f"{len(procs)} workers compiling")
+        for cmd in opts.during:
+            log(f"while they compile: {cmd}")
+            subprocess.run(cmd, shell=True)
+        while time.time() - start < opts.compile_cap:
+            if all((work / f"ready.{n}").exists() or p.poll() is not None for n, p in procs.items()):
+                break
+            time.sleep(1)
+        for n, p in procs.items():
+            if not (work / f"ready.{n}").exists():
+                rc = p.poll()
+                log(f"{n}: not ready after {time.time() - start:.0f} s ({'stopped' if rc is None else f'exit {rc}'})")
+                p.kill()
+        log(f"timing, one setting at a time ({time.time() - start:.0f} s)")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        for n, p in procs.items():
+            try:
+                p.wait(timeout=max(opts.total_cap - (time.time() - start), 1))
+            except subprocess.TimeoutExpired:
+                log(f"{n}: out of time; stopped")
+                p.kill()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for cmd in opts.after:
+            left = opts.total_cap - (time.time() - start)
+            if left < 10:
+                log(f"out of time for: {cmd}")
+                continue
+            log(f"then ({left:.0f} s left): {cmd}")
+            subprocess.run(["timeout", str(int(left)), "sh", "-c", cmd])
+        return report(procs, out, work)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(procs: dict, out: Path, work: Path) -> int:
+    results = {}
+    with open(out / "worker_logs.txt", "w") as logs:
+        for n in procs:
+            text = (work / f"{n}.log").read_text(errors="replace")
+            logs.write(f"===== {n}\n{text[-6000:]}\n")
+            if (work / f"{n}.json").exists():
+                results[n] = json.loads((work / f"{n}.json").read_text())
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    for n in procs:
+        if n in results:
+            r = results[n]
+            print(f"{n:28s} {r['median_ms']:9.2f} ms median  (std {r['std_ms']:.2f}; ready {r['ready_s']:.0f} s)")
+        else:
+            print(f"{n:28s}  no result; its last lines:")
+            text = (work / f"{n}.log").read_text(errors="replace").splitlines()[-4:]
+            print("    " + "\n    ".join(text))
+    return 0 if len(results) == len(procs) else 1
+
+
+def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(json.loads(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("jobs", help="JSON list of settings (see the top of this file)")
+    ap.add_argument("--out", default="bench_parallel_out", help="folder for results.json and the logs")
+    ap.add_argument("--compile-cap", type=float, default=230, help="seconds the compiles may take")
+    ap.add_argument("--total-cap", type=float, default=320, help="seconds for everything")
+    ap.add_argument("--during", action="append", default=[], help="a command to run while they compile")
+    ap.add_argument("--after", action="append", default=[], help="a command to run alone after the timings")
+    opts = ap.parse_args(argv)
+    if opts.compile_cap <= 0 or opts.total_cap <= opts.compile_cap:
+        ap.error("--compile-cap must be positive and below --total-cap")
+    return master(opts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
