@@ -138,7 +138,7 @@ def cuda_sampling_mode(device: torch.device, tf32: bool):
     """On CUDA, for the block: TF32 convolutions and matrix products on (`tf32`) or off, and cuDNN's autotuner on
     (the sampler's shapes repeat, so the first pass of each batch size picks the fastest kernels) over all of its
     algorithms, not only the 10 its heuristics rank first (`benchmark_limit` 0: H100, compiled bf16 celeba_256 at
-    batch 100, 71.1 -> 69.6 ms; the search costs a second or two once per batch size); elsewhere nothing.
+    batch 100, 71.1 -> 69.6 ms; the longer search runs on the first pass of each batch size); elsewhere nothing.
     """
     if torch.device(device).type != "cuda":
         yield
