@@ -299,3 +299,37 @@ def test_bench_parallel_compiles_together_and_times_alone(tmp_path):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         proc = subprocess.run(cmd[:2] + [str(tmp_path / "bad.json")], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_check_compile_step_runs_its_benches_in_parallel(tmp_path, monkeypatch):
+    """--steps compile hands its benches to bench_parallel.py (compiled together, timed alone) and reports each as a
+    bench row; the flags become FastPath fields through the CLI's own parser. (An uncompiled plan here: compiling
+    would take a minute of this test's CPU.)"""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    gpu_opts = SimpleNamespace(cpu=False, presets=["celeba_256"], warmup=5, runs=30, device="cuda")
+    jobs = {job["name"]: job for job in gpu_check.compile_jobs(gpu_opts)}
+    assert jobs["celeba_256_fast.compile.nchw"]["fast"] == {
+        "precision": "bf16",
+        "compile": True,
+        "compile_mode": "default",
+        "cuda_graphs": True,
+        "channels_last": False,
+        "winograd": None,
+    }
+    assert jobs["celeba_256_fast.compile.plain_gn"]["env"] == {"WAVEDIFF_CHANNELWISE_GN": "0"}
+    assert {(j["batch"], j["runs"], j["device"]) for j in jobs.values()} == {(100, 30, "cuda")}
+
+    plan = [
+        ("tiny", "fp32", ["--precision", "fp32"]),
+        ("tiny", "fp32+nhwc", ["--precision", "fp32", "--channels-last"]),
+    ]
+    monkeypatch.setattr(gpu_check, "bench_plan", lambda opts, step: (plan, []))
+    report = tmp_path / "report.json"
+    assert gpu_check.main(["--cpu", "--steps", "compile", "--budget", "200", "--out", str(report)]) == 0
+    r = json.loads(report.read_text())
+    assert r["ok"] and [(row["preset"], row["setting"]) for row in r["compile"]] == [(p, s) for p, s, _ in plan]
+    for row in r["compile"]:
+        assert row["rc"] == 0 and row["result"]["batch"] == 2 and 0 < row["result"]["mean"] < 10
+    assert r["compile"][1]["result"]["setting"] == "fp32, channels_last"

@@ -24,7 +24,7 @@ def add_fast_arguments(p, precision_default: str = "auto") -> None:
         "--compile",
         action="store_true",
         help="torch.compile the generator (the first batch of each size compiles, 30 s to 2 min: worth it for many "
-        "batches; on an H100 batch-100 sampling ran 2.2-2.5x faster than with CUDA graphs alone; on a 2-core "
+        "batches; on an H100 batch-100 sampling ran about 3x faster than with CUDA graphs alone; on a 2-core "
         "CPU, where the weights are frozen "
         "into the kernels, fp32 ran 1.2-1.7x faster for cifar10, 1.2x for stl10 and 1.03-1.05x for celeba_256)",
     )
