@@ -4,15 +4,15 @@ Steps, each with its own time limit inside `--budget` seconds, and the report sa
 1. the device checks (tests/test_device.py): every generator and discriminator fixture on the device
    equals the CPU reference to 1e-4 in fp32 (TF32 off); fp32 sampling is true fp32 and tf32 is close;
    bf16 finite and close; compiled equals eager; CUDA graphs replay the eager images; training replayed
-   from CUDA graphs ends with the eager run's weights (fp32 and bf16); a one-process NCCL group;
+   from CUDA graphs ends with the eager run's weights (fp32 and bf16); a one-process NCCL group; and beside
+   them, from the start, a short bf16 + compile training run, then an eager resume (compiling training took
+   over 2 minutes per process on an H100 machine, 16 cores: at the end of the run it never had the time). Both
+   parts share half the budget (--cpu: three quarters) and end before anything is timed;
 2. benchmarks/side_by_side.py against the authors' code when --authors-repo is given (cifar10, one round
    of fresh processes by default: two rounds took 216 s on an H100 machine);
 3. `wavediff bench` at the paper's batch (100): cifar10 in fp32 without CUDA graphs (the plain sampler), then
    the fast path (bf16, CUDA graphs) of cifar10, stl10, celeba_256 and lsun, checked against the targets
-   below, then cifar10 with torch.compile as well;
-4. last, with the time left (at least 30% of the budget, up to 150 s kept for it): a short bf16 +
-   compile training run, then an eager resume. Compiling training took over 2 minutes per process
-   on an H100 machine (16 cores), so it cannot go first.
+   below, then cifar10 with torch.compile as well.
 
 Measured on H100 machines (2026-11-27): device checks 137 s, side-by-side about 100 s a round, the fast
 benches 9-27 s each, a compiled bench 64 s (cifar10) to over 100 s (celeba_256, lsun). So within the
@@ -40,6 +40,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -327,14 +328,15 @@ def main(argv=None) -> int:
         "budget_s": budget,
     }
 
+    saving = threading.Lock()  # the two device-test parts finish in their own threads
+
     def save():
-        report["seconds"] = round(time.perf_counter() - start, 1)
-        Path(opts.out).write_text(json.dumps(report, indent=1))
+        with saving:
+            report["seconds"] = round(time.perf_counter() - start, 1)
+            Path(opts.out).write_text(json.dumps(report, indent=1))
 
     print(f"[gpu_check] {report['mode']} on {report['device']}, torch {report['torch']}; report: {opts.out}")
     side = opts.authors_repo and "side" in opts.steps
-    # the training run compiles for minutes on a GPU machine: it goes last, with what is left and at least this
-    train_reserve = min(150, 0.3 * budget) if "tests" in opts.steps else 0
 
     def tests(part: str, seconds: float) -> None:
         report[f"tests_{part}"] = r = device_tests(opts, env, seconds, part)
@@ -347,7 +349,14 @@ def main(argv=None) -> int:
         save()
 
     if "tests" in opts.steps:
-        tests("checks", min(deadline - train_reserve - time.perf_counter(), budget * 0.4))
+        # The bf16 + compile training check compiles G and D for minutes (over 2 on an H100 machine, where it never
+        # finished in the time left at the end): it runs beside the other checks, from the start. Both only check
+        # numbers and both end (or are stopped) before anything is timed.
+        window = budget * (0.75 if opts.cpu else 0.5)
+        training = threading.Thread(target=tests, args=("training", window))
+        training.start()
+        tests("checks", window)
+        training.join()
 
     def side_by_side(name: str, rounds: int, share: float, extra: list[str]) -> None:
         """benchmarks/side_by_side.py into report[name], with `share` of the time left."""
@@ -356,7 +365,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "side_by_side.py"), "--authors-repo", opts.authors_repo]
         cmd += ["--device", opts.device, "--rounds", str(rounds), "--presets", *opts.side_presets]
         cmd += [*extra, "--json", str(out)]
-        report[name] = r = _run(cmd, env, share * (deadline - train_reserve - time.perf_counter()))
+        report[name] = r = _run(cmd, env, share * (deadline - time.perf_counter()))
         print(r["tail"])
         if out.exists():
             r["result"] = json.loads(out.read_text())
@@ -366,13 +375,13 @@ def main(argv=None) -> int:
         side_by_side("side_by_side", opts.side_rounds, 0.6 if "bench" in opts.steps else 1.0, [])
     if "bench" in opts.steps:
         report["bench"] = []
-        benches(opts, env, deadline - train_reserve, report["bench"], save)
+        benches(opts, env, deadline, report["bench"], save)
     if "compile" in opts.steps:
         # every preset's sampler compiled first (the targets), keeping 40% of the budget for the training
         # side-by-side when there is one: its compile of G and D did not finish in 210 s on an H100 machine
         report["compile"] = []
         keep = 0.4 * budget if opts.authors_repo else 0
-        parallel_benches(opts, env, deadline - train_reserve - keep, report["compile"], save)
+        parallel_benches(opts, env, deadline - keep, report["compile"], save)
         if not opts.cpu and "cifar10" in opts.presets:  # where the compiled time goes: kernels by device time
             cmd = [sys.executable, str(ROOT / "benchmarks" / "profile_sampler.py"), "--preset", "cifar10"]
             cmd += ["--batch", "100", "--precision", "bf16", "--compile", "--rows", "30"]
@@ -382,8 +391,6 @@ def main(argv=None) -> int:
         if opts.authors_repo:  # then, against theirs in the same run, sampling compiled and training
             extra = ["--batches", "100", "--sample-compile", "--train-batches", *map(str, opts.train_batches)]
             side_by_side("side_by_side_compile", 1, 1.0, extra + (["--train-compile"] if opts.train_compile else []))
-    if "tests" in opts.steps:
-        tests("training", deadline - time.perf_counter())
     parts = [report[k] for k in ("tests_checks", "tests_training") if k in report]
     tests_ok = all(r["failed"] == 0 and r["passed"] > 0 and r["rc"] == 0 for r in parts)
     bench_ok = all("result" in row for row in report.get("bench", []) + report.get("compile", []))
