@@ -254,7 +254,7 @@ def test_gpu_check_refuses_bad_options_before_any_step(tmp_path, args, expected)
 def test_bench_parallel_compiles_together_and_times_alone(tmp_path):
     """benchmarks/bench_parallel.py on the CPU: each setting's worker reports its timing (with its own environment
     and torch flags), a profiled one writes its table, a worker that fails is named with its last lines, and the
-    folder gets only the results (the logs and the lock live in a temporary folder that goes away)."""
+    folder gets only the results (the logs and markers live in a temporary folder that goes away)."""
     jobs = [
         {"name": "plain", "preset": "tiny", "batch": 2, "device": "cpu", "runs": 3, "fast": {"precision": "fp32"}},
         {
@@ -269,7 +269,7 @@ def test_bench_parallel_compiles_together_and_times_alone(tmp_path):
             "profile": True,
             "rows": 5,
         },
-        {"name": "broken", "preset": "tiny", "batch": 1, "device": "cpu", "torch_flags": {"cudnn.no_such_flag": 1}},
+        {"name": "broken", "preset": "tiny", "batch": 1, "device": "cpu", "torch_flags": {"cudnn.enabled": "no"}},
     ]
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     out = tmp_path / "out"
@@ -285,9 +285,18 @@ def test_bench_parallel_compiles_together_and_times_alone(tmp_path):
     assert "by kind:" in (out / "profiled.prof.txt").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["profiled.prof.txt", "results.json", "worker_logs.txt"]
     assert "ALONE" in proc.stdout
-    assert re.search(
-        r"broken +no result; its last lines:\n.*torch.backends.cudnn.no_such_flag does not exist", proc.stdout
-    )
+    assert re.search(r"broken: not ready after \d+ s \(crashed \(exit 1\)\)", proc.stdout)
+    assert re.search(r"broken +no result; its last lines:\n(.*\n)*.*expects a bool", proc.stdout)
+    # one at a time: a setting starts timing only after the previous one's last line (its worker has exited)
+    spans = {}
+    line = r"\[(\d+):(\d+):(\d+)\.(\d+)\] (\w+): (?:timing|\S+ ms median|profiled)"
+    for h, m, sec, ms, name in re.findall(line, (out / "worker_logs.txt").read_text()):
+        t = int(h) * 3600 + int(m) * 60 + int(sec) + int(ms) / 1000
+        first, last = spans.get(name, (t, t))
+        spans[name] = (min(first, t), max(last, t))
+    assert sorted(spans) == ["plain", "profiled"]
+    (_, end_first), (start_second, _) = sorted(spans.values())
+    assert end_first <= start_second
     # a jobs file that could not run is refused in one line, before any worker starts
     for bad, message in (
         ([{"name": "x", "preset": "tiny", "batch": 1, "fast": {"precison": "fp32"}}], "setting x: FastPath"),
@@ -295,6 +304,11 @@ def test_bench_parallel_compiles_together_and_times_alone(tmp_path):
         ([{"name": "a b", "preset": "tiny", "batch": 1}], "needs a unique name"),
         ([{"name": "x", "preset": "tiny", "batch": 1, "colour": 1}], "unknown keys ['colour']"),
         ({}, "non-empty JSON list"),
+        ([{"name": 5, "preset": "tiny", "batch": 1}], "needs a unique name"),
+        ([{"name": "x", "preset": "tiny", "batch": True}], "batch must be a whole number"),
+        ([{"name": "x", "preset": "tiny", "batch": 1, "env": {"X": 1}}], "env values must be strings"),
+        ([{"name": "x", "preset": "tiny", "batch": 1, "torch_flags": {"cudnn.nope": 1}}], "cudnn.nope does not exist"),
+        ([{"name": "x", "preset": "tiny", "batch": 1, "device": "gpu"}], "setting x: "),
     ):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         proc = subprocess.run(cmd[:2] + [str(tmp_path / "bad.json")], capture_output=True, text=True, timeout=60)
@@ -333,3 +347,8 @@ def test_gpu_check_compile_step_runs_its_benches_in_parallel(tmp_path, monkeypat
     for row in r["compile"]:
         assert row["rc"] == 0 and row["result"]["batch"] == 2 and 0 < row["result"]["mean"] < 10
     assert r["compile"][1]["result"]["setting"] == "fp32, channels_last"
+    # too little time left for a compile: said, not a usage error of bench_parallel
+    assert gpu_check.main(["--cpu", "--steps", "compile", "--budget", "20", "--out", str(report)]) == 1
+    assert {row["rc"] for row in json.loads(report.read_text())["compile"]} == {"no result (skipped: out of budget)"}
+    # a mistyped preset is refused before any step (it used to empty the compile step, which then said ok)
+    assert gpu_check.main(["--cpu", "--presets", "cifar", "--out", str(report)]) == 2
