@@ -173,7 +173,8 @@ def _cast_weights_once(module: nn.Module, enabled: bool):
 
 @dataclass(frozen=True)
 class FastPath:
-    """How to run the sampler. The defaults are what `wavediff sample` does without flags."""
+    """How to run the sampler. The defaults are what `wavediff sample` does without flags, but for `cuda_graphs`,
+    which the CLI sets to None (on for CUDA devices)."""
 
     precision: str = "auto"
     compile: bool = False  # torch.compile the generator (inductor) that the T steps run; each batch size compiles once

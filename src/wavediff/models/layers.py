@@ -109,9 +109,10 @@ def group_count(channels: int) -> int:
 _CL_SMALL_MAP = 1024
 
 
-# Compiled NHWC maps (the GPU's compiled sampler): inductor reduces each group of a channels-last map in NCHW order,
-# so consecutive loads of a reduction lie a whole pixel (C values) apart. `channelwise_group_norm` reduces each
-# channel over the positions instead (neighbouring channels in neighbouring lanes), then combines a group's channels.
+# Compiled NHWC maps (the GPU's compiled sampler; a CPU one with channels_last): inductor reduces each group of a
+# channels-last map in NCHW order, so consecutive loads of a reduction lie a whole pixel (C values) apart.
+# `channelwise_group_norm` reduces each channel over the positions instead (neighbouring channels in neighbouring
+# lanes), then combines a group's channels.
 # H100, bf16, CUDA graphs, batch 100: celeba_256 71.1 -> 61.3 ms, cifar10 8.16 -> 7.44 ms (docs/gpu_runs.md).
 # WAVEDIFF_CHANNELWISE_GN=0 turns it off, to compare.
 CHANNELWISE_GN = os.environ.get("WAVEDIFF_CHANNELWISE_GN", "1") != "0"
