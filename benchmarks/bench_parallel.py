@@ -123,7 +123,7 @@ def worker(job: dict, out: Path, work: Path, master: int) -> None:
     from wavediff.models.generator import build_generator
     from wavediff.presets import get_preset
     from wavediff.runtime import configure_torch
-    from wavediff.timing import sampler_pass
+    from wavediff.timing import sampler_pass, time_passes
 
     configure_torch()
     for flag, value in job.get("torch_flags", {}).items():
@@ -153,19 +153,7 @@ def worker(job: dict, out: Path, work: Path, master: int) -> None:
         for _ in range(3):
             once()
         sync()
-        times = []
-        for _ in range(job.get("runs", 20)):
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                once()
-                end.record()
-                torch.cuda.synchronize(device)
-                times.append(start.elapsed_time(end))
-            else:
-                s = time.perf_counter()
-                once()
-                times.append((time.perf_counter() - s) * 1000)
+        times = [seconds * 1000 for seconds in time_passes(once, device, job.get("runs", 20))]
         result = dict(
             name=name, preset=job["preset"], batch=job["batch"], env=job.get("env", {}),
             torch_flags=job.get("torch_flags", {}), setting=setting, runs=len(times),
@@ -180,27 +168,14 @@ def worker(job: dict, out: Path, work: Path, master: int) -> None:
 
 
 def profile(once, sync, cuda: bool, name: str, rows: int, out: Path) -> None:
-    import torch
-
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from profile_sampler import by_kind
+    from profile_sampler import by_kind, profile_pass
 
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if cuda:
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
-        once()
-        sync()
-    events = prof.key_averages()
-    if cuda:  # kernels only: an operator's self device time is its kernels' time again
-        key, leaves = "self_device_time_total", [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
-    else:
-        key, leaves = "self_cpu_time_total", list(events)
-    busy = sum(getattr(e, key) for e in leaves) / 1e3
+    _, events, key, leaves, busy = profile_pass(once, sync, cuda)
     kinds = ", ".join(f"{k} {t * 1000:.2f} ms" for k, t in by_kind(leaves, key).items())
-    text = f"{name}: {'kernels' if cuda else 'operators (self)'} {busy:.2f} ms; by kind: {kinds}\n"
+    text = f"{name}: {'kernels' if cuda else 'operators (self)'} {busy * 1000:.2f} ms; by kind: {kinds}\n"
     (out / f"{name}.prof.txt").write_text(text + events.table(sort_by=key, row_limit=rows, max_name_column_width=70))
-    log(f"{name}: profiled, {busy:.2f} ms")
+    log(f"{name}: profiled, {busy * 1000:.2f} ms")
 
 
 def _exit_note(p: subprocess.Popen) -> str:

@@ -212,6 +212,11 @@ def benches(opts, env: dict, deadline: float, rows: list[dict], save, step: str 
 def compile_jobs(opts) -> list[dict]:
     """The compile step's benches as benchmarks/bench_parallel.py settings: the flags read by the CLI's own parser,
     each setting's environment from SETTING_ENV."""
+    return [job for _, job in _compile_settings(opts)]
+
+
+def _compile_settings(opts) -> list[tuple[str, dict]]:
+    """(setting name, bench_parallel job) for each of the compile step's benches."""
     import dataclasses
 
     from wavediff.cli.fastopts import add_fast_arguments, fast_from_args
@@ -219,13 +224,13 @@ def compile_jobs(opts) -> list[dict]:
     parser = argparse.ArgumentParser()
     add_fast_arguments(parser)
     plan, _ = bench_plan(opts, "compile")
-    jobs = []
+    settings = []
     for preset, setting, flags in plan:
         fast = dataclasses.asdict(fast_from_args(parser.parse_args(flags)))
         job = {"name": f"{preset}_{setting.replace('+', '.')}", "preset": preset, "fast": fast}
         job.update(batch=2 if opts.cpu else 100, runs=2 if opts.cpu else opts.runs, device=opts.device)
-        jobs.append(dict(job, env=SETTING_ENV.get(setting, {})))
-    return jobs
+        settings.append((setting, dict(job, env=SETTING_ENV.get(setting, {}))))
+    return settings
 
 
 def parallel_benches(opts, env: dict, deadline: float, rows: list[dict], save) -> list[dict]:
@@ -233,8 +238,8 @@ def parallel_benches(opts, env: dict, deadline: float, rows: list[dict], save) -
     each), then each is timed alone on the device. One after another they took 60-130 s each on an H100 machine;
     together nine were compiled in 160 s and timed by 250 s. Settings not ready by 80% of the time left are
     reported as such."""
-    jobs = compile_jobs(opts)
-    plan = {job["name"]: (job["preset"], setting) for job, (_, setting, _) in zip(jobs, bench_plan(opts, "compile")[0])}
+    settings = _compile_settings(opts)
+    jobs = [job for _, job in settings]
     work = Path(opts.workdir)
     (work / "compile_jobs.json").write_text(json.dumps(jobs, indent=1))
     out = work / "compile_parallel"
@@ -247,7 +252,8 @@ def parallel_benches(opts, env: dict, deadline: float, rows: list[dict], save) -
         cmd += ["--out", str(out), "--compile-cap", f"{0.8 * (left - 5):.0f}", "--total-cap", f"{left - 5:.0f}"]
         run = _run(cmd, env, left, tail=4000)
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
-    for name, (preset, setting) in plan.items():
+    for setting, job in settings:
+        name, preset = job["name"], job["preset"]
         row = {"preset": preset, "setting": setting, "rc": 0 if name in results else f"no result ({run['rc']})"}
         if name in results:
             r = results[name]

@@ -67,6 +67,24 @@ def by_kind(events, key: str) -> dict[str, float]:
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
+def profile_pass(once, sync, cuda: bool):
+    """One call of `once` under torch.profiler: (profile, its key averages, the time key, the leaf events, their
+    total self time in s). On a GPU the leaves are the kernels (an operator's self device time is its kernels'
+    again); on a CPU every operator."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        once()
+        sync()
+    events = prof.key_averages()
+    if cuda:
+        key, leaves = "self_device_time_total", [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    else:
+        key, leaves = "self_cpu_time_total", list(events)
+    return prof, events, key, leaves, sum(getattr(e, key) for e in leaves) / 1e6
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cifar10")
@@ -101,20 +119,7 @@ def main(argv=None) -> None:
         once()
     sync()
     wall = (time.perf_counter() - t0) / 5
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
-        once()
-        sync()
-    events = prof.key_averages()
-    if device.type == "cuda":  # kernels only: an operator's self device time is its kernels' time again
-        key = "self_device_time_total"
-        leaves = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
-    else:
-        key = "self_cpu_time_total"
-        leaves = list(events)
-    busy = sum(getattr(e, key) for e in leaves) / 1e6
+    prof, events, key, leaves, busy = profile_pass(once, sync, device.type == "cuda")
     params = sum(p.numel() for p in G.parameters()) / 1e6
     print(
         f"{opts.preset} ({params:.2f}M parameters), batch {opts.batch}, {fast.describe(device, G)} on {device}: ",

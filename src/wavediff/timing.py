@@ -27,6 +27,24 @@ def sampler_pass(
     return once
 
 
+def time_passes(once: Callable[[], object], device: torch.device, runs: int) -> list[float]:
+    """Seconds of each of `runs` calls of `once`: CUDA events around each on a GPU, perf_counter elsewhere."""
+    times = []
+    for _ in range(runs):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            once()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end) / 1000.0)
+        else:
+            t0 = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
 @torch.no_grad()
 def time_sampler(
     generator: nn.Module,
@@ -46,20 +64,8 @@ def time_sampler(
 
     for _ in range(warmup):
         once()
-    times = []
+    times = time_passes(once, device, runs)
     cuda = device.type == "cuda"
-    for _ in range(runs):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            once()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / 1000.0)
-        else:
-            t0 = time.perf_counter()
-            once()
-            times.append(time.perf_counter() - t0)
     return {
         "mean": statistics.fmean(times),
         "std": statistics.pstdev(times),
